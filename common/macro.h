@@ -72,6 +72,12 @@ static inline void closep(int *fd) {
 #define _cleanup_free_ _cleanup_(freep)
 #define _cleanup_close_ _cleanup_(closep)
 
+#include <dirent.h>
+static inline void closedirp(DIR **d) {
+        if (*d)
+                (void) closedir(*d);
+}
+
 #define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func)                                                    \
         static inline void func##p(type *p) {                                                      \
                 if (*p)                                                                            \

@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <stdio.h>
+
+#include "bot.h"
+#include "disk.h"
+#include "image.h"
+#include "log.h"
+#include "msc.h"
+#include "scsi.h"
+
+/* pid.codes' test VID:PID: ours is no product usb-storage has a quirk entry for, so the kernel treats the
+ * disk as a plain SCSI-transparent BOT device and nothing we measure is shaped by someone else's quirk. */
+#define DISK_VENDOR_ID 0x1209
+#define DISK_PRODUCT_ID 0x0001
+
+enum {
+        DISK_STRING_MANUFACTURER = 1,
+        DISK_STRING_PRODUCT,
+        DISK_STRING_SERIAL,
+};
+
+static const UsbEndpointDesc disk_endpoints[] = {
+        {
+                .bEndpointAddress = USB_DIR_IN | 1,
+                .bmAttributes = USB_ENDPOINT_XFER_BULK,
+                .bMaxBurst = 15,
+        },
+        {
+                .bEndpointAddress = USB_DIR_OUT | 2,
+                .bmAttributes = USB_ENDPOINT_XFER_BULK,
+                .bMaxBurst = 15,
+        },
+};
+
+static const UsbInterfaceDesc disk_interfaces[] = {
+        {
+                .bInterfaceNumber = 0,
+                .bInterfaceClass = USB_CLASS_MASS_STORAGE,
+                .bInterfaceSubClass = USB_SUBCLASS_SCSI,
+                .bInterfaceProtocol = USB_PR_BULK,
+                .bNumEndpoints = ELEMENTSOF(disk_endpoints),
+                .endpoints = disk_endpoints,
+        },
+};
+
+static const UsbConfigDesc disk_configs[] = {
+        {
+                .bConfigurationValue = 1,
+                /* No remote wakeup: usb-storage never asks for it (kernel-deep-dive §2.3). */
+                .bmAttributes = USB_CONFIG_ATT_ONE | USB_CONFIG_ATT_SELFPOWER,
+                .bMaxPower = 50, /* 100 mA */
+                .bNumInterfaces = ELEMENTSOF(disk_interfaces),
+                .interfaces = disk_interfaces,
+        },
+};
+
+static const UsbDeviceDesc disk_device_desc = {
+        .bcdUSB = 0x0200,
+        .bDeviceClass = USB_CLASS_PER_INTERFACE,
+        .bMaxPacketSize0 = 64,
+        .idVendor = DISK_VENDOR_ID,
+        .idProduct = DISK_PRODUCT_ID,
+        .bcdDevice = 0x0100,
+        .iManufacturer = DISK_STRING_MANUFACTURER,
+        .iProduct = DISK_STRING_PRODUCT,
+        .iSerialNumber = DISK_STRING_SERIAL,
+        .bNumConfigurations = ELEMENTSOF(disk_configs),
+        .configs = disk_configs,
+};
+
+static int disk_control(void *function, const UsbSetup *setup, uint8_t *data, size_t size) {
+        size_t len = size;
+        int r;
+
+        r = msc_class_request(function, setup, data, &len);
+        if (r < 0)
+                return r;
+        return (int) len;
+}
+
+static ssize_t disk_transfer(void *function, uint8_t ep_address, uint8_t *data, size_t size) {
+        if (ep_address & USB_DIR_IN)
+                return msc_bulk_in(function, data, size);
+        return msc_bulk_out(function, data, size) < 0 ? -EPIPE : (ssize_t) size;
+}
+
+static bool disk_in_ready(void *function, uint8_t ep_address) {
+        return msc_bulk_in_ready(function);
+}
+
+static void disk_clear_halt(void *function, uint8_t ep_address) {
+        msc_clear_halt(function, ep_address);
+}
+
+static void disk_bus_reset(void *function) {
+        msc_bus_reset(function);
+}
+
+/* A new configuration resets the function's state, as a bus reset does (BOT spec 3.1). */
+static void disk_set_configuration(void *function, uint8_t value) {
+        msc_bus_reset(function);
+}
+
+static void disk_free(void *function) {
+        msc_free(function);
+}
+
+static const UsbFunctionOps disk_ops = {
+        .control = disk_control,
+        .transfer = disk_transfer,
+        .in_ready = disk_in_ready,
+        .clear_halt = disk_clear_halt,
+        .bus_reset = disk_bus_reset,
+        .set_configuration = disk_set_configuration,
+        .free = disk_free,
+};
+
+int disk_new(const DiskConfig *cfg, UsbDevice **ret) {
+        _cleanup_(usb_device_freep) UsbDevice *d = NULL;
+        _cleanup_(image_freep) Image *image = NULL;
+        ScsiLun *lun = NULL;
+        Msc *msc = NULL;
+        UsbDeviceDesc desc = disk_device_desc;
+        char serial[65];
+        int r;
+
+        r = image_open_full(cfg->image, cfg->size,
+                            &(ImageOptions) { .read_only = cfg->read_only, .follow_symlinks = cfg->follow_symlinks },
+                            &image);
+        if (r < 0)
+                return log_error_errno(r, "%s: cannot use image %s: %s", cfg->name, cfg->image,
+                                       r == -EBUSY ? "it is in use by another process" :
+                                       r == -ELOOP ? "it is a symlink (allow with follow-symlinks)" :
+                                       r == -ENOENT ? "no such file (give size=SIZE to create it)" :
+                                       r == -EINVAL ? "its size is not a non-zero multiple of 512 bytes" :
+                                       r == -EBADFD ? "not a regular file" : strerror(-r));
+
+        /* A stable default serial from the name, so udev's by-id links survive restarts. */
+        snprintf(serial, sizeof(serial), "%s", cfg->serial ?: cfg->name);
+
+        r = scsi_lun_new(&(ScsiLunConfig) {
+                                 .vendor = cfg->vendor ?: "drowse",
+                                 .product = cfg->product ?: "Virtual Disk",
+                                 .serial = serial,
+                                 .read_only = cfg->read_only,
+                                 .removable = cfg->removable,
+                         },
+                         image, &lun);
+        if (r < 0)
+                return log_error_errno(r, "%s: cannot set up SCSI unit: %m", cfg->name);
+        TAKE_PTR(image);
+
+        r = msc_new(&lun, 1, &msc);
+        if (r < 0) {
+                scsi_lun_free(lun);
+                return log_error_errno(r, "%s: cannot set up mass-storage function: %m", cfg->name);
+        }
+
+        if (usb_speed_is_super(cfg->speed))
+                desc.bcdUSB = 0x0320;
+        r = usb_device_new(cfg->name, &desc, cfg->speed, &d);
+        if (r < 0) {
+                msc_free(msc);
+                return log_oom();
+        }
+        usb_device_set_function(d, &disk_ops, msc);
+
+        if (usb_device_set_string(d, DISK_STRING_MANUFACTURER, "drowse") < 0 ||
+            usb_device_set_string(d, DISK_STRING_PRODUCT, cfg->product ?: "drowse virtual disk") < 0 ||
+            usb_device_set_string(d, DISK_STRING_SERIAL, serial) < 0)
+                return log_oom();
+
+        *ret = TAKE_PTR(d);
+        return 0;
+}

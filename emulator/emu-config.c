@@ -1,0 +1,404 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <ini.h>
+#include <stdio.h>
+
+#include "emu-config.h"
+
+void emu_config_init(EmuConfig *c) {
+        *c = (EmuConfig) { .vhci_controller = -1 };
+}
+
+static void disk_config_done(DiskConfig *d) {
+        free(d->name);
+        free(d->image);
+        free(d->vendor);
+        free(d->product);
+        free(d->serial);
+        *d = (DiskConfig) {};
+}
+
+void emu_config_done(EmuConfig *c) {
+        for (size_t i = 0; i < c->n_disks; i++)
+                disk_config_done(&c->disks[i]);
+        free(c->listen);
+        *c = (EmuConfig) {};
+}
+
+int parse_size(const char *s, uint64_t *ret) {
+        char *end;
+        unsigned long long v;
+        unsigned shift = 0;
+
+        if (!s || !*s || *s == '-')
+                return -EINVAL;
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (errno != 0 || end == s)
+                return -EINVAL;
+        switch (*end) {
+        case 0:
+                break;
+        case 'K': case 'k':
+                shift = 10;
+                break;
+        case 'M': case 'm':
+                shift = 20;
+                break;
+        case 'G': case 'g':
+                shift = 30;
+                break;
+        case 'T': case 't':
+                shift = 40;
+                break;
+        default:
+                return -EINVAL;
+        }
+        if (*end && end[1] != 0 && !(end[1] == 'i' && end[2] == 'B' && end[3] == 0) && !(end[1] == 'B' && end[2] == 0))
+                return -EINVAL;
+        if (shift && v > (UINT64_MAX >> shift))
+                return -ERANGE;
+        v <<= shift;
+        if (v == 0 || v % 512 != 0)
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+int parse_bool(const char *s) {
+        static const char *const yes[] = { "1", "yes", "y", "true", "on" };
+        static const char *const no[] = { "0", "no", "n", "false", "off" };
+
+        for (size_t i = 0; i < ELEMENTSOF(yes); i++)
+                if (strcasecmp(s, yes[i]) == 0)
+                        return 1;
+        for (size_t i = 0; i < ELEMENTSOF(no); i++)
+                if (strcasecmp(s, no[i]) == 0)
+                        return 0;
+        return -EINVAL;
+}
+
+static int set_string(char **field, const char *value, size_t max, const char **ret_error, const char *what) {
+        char *copy;
+
+        if (strlen(value) > max) {
+                *ret_error = what;
+                return -EINVAL;
+        }
+        for (const char *p = value; *p; p++)
+                if ((unsigned char) *p < 0x20 || (unsigned char) *p == 0x7f) {
+                        *ret_error = "control characters are not allowed in strings";
+                        return -EINVAL;
+                }
+        copy = strdup(value);
+        if (!copy)
+                return -ENOMEM;
+        free(*field);
+        *field = copy;
+        return 0;
+}
+
+static DiskConfig *new_disk(EmuConfig *c, const char **ret_error) {
+        DiskConfig *d;
+
+        if (c->n_disks >= EMU_CONFIG_MAX_DISKS) {
+                *ret_error = "too many disks";
+                return NULL;
+        }
+        d = &c->disks[c->n_disks];
+        *d = (DiskConfig) { .speed = USB_SPEED_HIGH };
+        return d;
+}
+
+/* One key of a disk, shared by --disk and the [disk NAME] sections. */
+static int disk_set(DiskConfig *d, const char *key, const char *value, const char **ret_error) {
+        int r;
+
+        if (streq(key, "image") || streq(key, "path")) {
+                if (!value || !*value) {
+                        *ret_error = "image path is empty";
+                        return -EINVAL;
+                }
+                return set_string(&d->image, value, 4095, ret_error, "image path too long");
+        }
+        if (streq(key, "size")) {
+                r = parse_size(value, &d->size);
+                if (r < 0)
+                        *ret_error = "size must be a positive multiple of 512 bytes, e.g. 64M or 1G";
+                return r < 0 ? -EINVAL : 0;
+        }
+        if (streq(key, "ro") || streq(key, "read-only") || streq(key, "removable") ||
+            streq(key, "follow-symlinks")) {
+                r = value ? parse_bool(value) : 1;
+                if (r < 0) {
+                        *ret_error = "expected a boolean (yes/no)";
+                        return -EINVAL;
+                }
+                if (streq(key, "ro") || streq(key, "read-only"))
+                        d->read_only = r;
+                else if (streq(key, "removable"))
+                        d->removable = r;
+                else
+                        d->follow_symlinks = r;
+                return 0;
+        }
+        if (streq(key, "speed")) {
+                UsbSpeed s = value ? usb_speed_from_string(value) : (UsbSpeed) -EINVAL;
+                if (s != USB_SPEED_HIGH && s != USB_SPEED_SUPER && s != USB_SPEED_FULL) {
+                        *ret_error = "speed must be full, high or super";
+                        return -EINVAL;
+                }
+                d->speed = s;
+                return 0;
+        }
+        if (!value) {
+                *ret_error = "option needs a value (key=value)";
+                return -EINVAL;
+        }
+        if (streq(key, "vendor"))
+                return set_string(&d->vendor, value, 8, ret_error, "vendor is at most 8 characters (SCSI INQUIRY)");
+        if (streq(key, "product"))
+                return set_string(&d->product, value, 16, ret_error,
+                                  "product is at most 16 characters (SCSI INQUIRY)");
+        if (streq(key, "serial"))
+                return set_string(&d->serial, value, 64, ret_error, "serial is at most 64 characters");
+        if (streq(key, "name"))
+                return set_string(&d->name, value, 64, ret_error, "name is at most 64 characters");
+        *ret_error = "unknown disk option";
+        return -EINVAL;
+}
+
+static int disk_finish(EmuConfig *c, DiskConfig *d, const char **ret_error) {
+        char buf[32];
+
+        if (!d->image) {
+                *ret_error = "disk has no image path";
+                return -EINVAL;
+        }
+        if (!d->name) {
+                snprintf(buf, sizeof(buf), "disk%zu", c->n_disks);
+                d->name = strdup(buf);
+                if (!d->name)
+                        return -ENOMEM;
+        }
+        for (size_t i = 0; i < c->n_disks; i++)
+                if (streq(c->disks[i].name, d->name)) {
+                        *ret_error = "two disks have the same name";
+                        return -EINVAL;
+                }
+        c->n_disks++;
+        return 0;
+}
+
+int emu_config_add_disk_spec(EmuConfig *c, const char *spec, const char **ret_error) {
+        _cleanup_free_ char *copy = NULL;
+        DiskConfig *d;
+        char *save = NULL, *tok;
+        int r;
+
+        d = new_disk(c, ret_error);
+        if (!d)
+                return -EINVAL;
+        copy = strdup(spec);
+        if (!copy)
+                return -ENOMEM;
+
+        tok = strtok_r(copy, ",", &save);
+        if (!tok || strchr(tok, '=')) {
+                *ret_error = "a disk starts with its image path";
+                r = -EINVAL;
+                goto fail;
+        }
+        r = disk_set(d, "image", tok, ret_error);
+        while (r >= 0 && (tok = strtok_r(NULL, ",", &save))) {
+                char *eq = strchr(tok, '=');
+                if (eq)
+                        *eq = 0;
+                r = disk_set(d, tok, eq ? eq + 1 : NULL, ret_error);
+        }
+        if (r >= 0)
+                r = disk_finish(c, d, ret_error);
+        if (r >= 0)
+                return 0;
+fail:
+        disk_config_done(d);
+        return r;
+}
+
+typedef struct ParseState {
+        EmuConfig *config;
+        DiskConfig *disk;        /* the [disk ...] section being read */
+        const char *error;
+        int r;
+        unsigned line;           /* of the handler's current key, counted by our own reader */
+        unsigned error_line;
+        unsigned newlines;
+        FILE *file;
+        const char *text;
+} ParseState;
+
+/* Debian's inih does not pass line numbers to handlers, so we feed it lines ourselves and count. */
+static char *read_line(char *buf, int size, void *stream) {
+        ParseState *p = stream;
+        char *r;
+
+        if (size < 2)
+                return NULL;
+        if (p->file)
+                r = fgets(buf, size, p->file);
+        else {
+                size_t n = 0;
+                if (!*p->text)
+                        return NULL;
+                while (p->text[n] && p->text[n] != '\n' && n + 2 < (size_t) size)
+                        n++;
+                if (p->text[n] == '\n')
+                        n++;
+                memcpy(buf, p->text, n);
+                buf[n] = 0;
+                p->text += n;
+                r = buf;
+        }
+        if (!r)
+                return NULL;
+        p->line = p->newlines + 1;
+        if (strchr(buf, '\n'))
+                p->newlines++;
+        return r;
+}
+
+static int finish_section(ParseState *p) {
+        if (!p->disk)
+                return 0;
+        int r = disk_finish(p->config, p->disk, &p->error);
+        if (r < 0)
+                disk_config_done(p->disk);
+        p->disk = NULL;
+        return r;
+}
+
+static int on_ini(void *userdata, const char *section, const char *key, const char *value) {
+        ParseState *p = userdata;
+        int r;
+
+        /* Report the first error: inih goes on parsing after a handler failure. */
+        if (p->r < 0)
+                return 1;
+
+        /* inih reports a new section with key == NULL (INI_CALL_HANDLER_ON_NEW_SECTION is not
+         * available in every build), so sections are tracked by name. */
+        if (strneq(section, "disk", 4) && (section[4] == ' ' || section[4] == 0)) {
+                const char *name = section[4] ? section + 5 : NULL;
+                if (!p->disk || (name && (!p->disk->name || !streq(p->disk->name, name)))) {
+                        r = finish_section(p);
+                        if (r < 0)
+                                goto fail;
+                        p->disk = new_disk(p->config, &p->error);
+                        if (!p->disk) {
+                                r = -EINVAL;
+                                goto fail;
+                        }
+                        if (name) {
+                                r = set_string(&p->disk->name, name, 64, &p->error, "disk name too long");
+                                if (r < 0)
+                                        goto fail;
+                        }
+                }
+                r = disk_set(p->disk, key, value, &p->error);
+                if (r < 0)
+                        goto fail;
+                return 1;
+        }
+
+        r = finish_section(p);
+        if (r < 0)
+                goto fail;
+
+        if (streq(section, "emulator")) {
+                if (streq(key, "listen")) {
+                        r = set_string(&p->config->listen, value, 255, &p->error, "listen address too long");
+                        if (r < 0)
+                                goto fail;
+                        return 1;
+                }
+                if (streq(key, "attach")) {
+                        r = parse_bool(value);
+                        if (r < 0) {
+                                p->error = "attach expects a boolean (yes/no)";
+                                goto fail;
+                        }
+                        p->config->attach = r;
+                        return 1;
+                }
+                if (streq(key, "vhci-controller")) {
+                        char *end;
+                        long v = strtol(value, &end, 10);
+                        if (*value == 0 || *end != 0 || v < 0 || v > 127) {
+                                p->error = "vhci-controller expects a number from 0 to 127";
+                                r = -EINVAL;
+                                goto fail;
+                        }
+                        p->config->vhci_controller = (int) v;
+                        return 1;
+                }
+                p->error = "unknown key in [emulator]";
+                r = -EINVAL;
+                goto fail;
+        }
+        p->error = "unknown section (expected [emulator] or [disk NAME])";
+        r = -EINVAL;
+fail:
+        p->r = r;
+        p->error_line = p->line;
+        return 0;
+}
+
+static int finish_parse(ParseState *p, int ini_result, unsigned *ret_line, const char **ret_error) {
+        if (ini_result == 0 && p->r >= 0) {
+                p->r = finish_section(p);
+                if (p->r >= 0)
+                        return 0;
+        }
+        if (p->disk)
+                disk_config_done(p->disk);
+        if (ini_result == -1) {
+                *ret_line = 0;
+                *ret_error = "cannot open file";
+                return -ENOENT;
+        }
+        if (ini_result == -2) {
+                *ret_line = 0;
+                *ret_error = "out of memory";
+                return -ENOMEM;
+        }
+        /* inih returns the first line it had a problem with: a syntax error or our handler's. */
+        if (ini_result > 0 && (p->r >= 0 || (unsigned) ini_result < p->error_line)) {
+                *ret_line = (unsigned) ini_result;
+                *ret_error = "syntax error (expected [section] or key = value)";
+                return -EINVAL;
+        }
+        *ret_line = p->error_line;
+        *ret_error = p->error ?: "invalid value";
+        return p->r < 0 ? p->r : -EINVAL;
+}
+
+int emu_config_load_file(EmuConfig *c, const char *path, unsigned *ret_line, const char **ret_error) {
+        ParseState p = { .config = c };
+        int r;
+
+        p.file = fopen(path, "re");
+        if (!p.file) {
+                r = negative_errno();
+                *ret_line = 0;
+                *ret_error = "cannot open file";
+                return r;
+        }
+        r = finish_parse(&p, ini_parse_stream(read_line, &p, on_ini, &p), ret_line, ret_error);
+        fclose(p.file);
+        return r;
+}
+
+int emu_config_load_string(EmuConfig *c, const char *text, unsigned *ret_line, const char **ret_error) {
+        ParseState p = { .config = c, .text = text };
+        return finish_parse(&p, ini_parse_stream(read_line, &p, on_ini, &p), ret_line, ret_error);
+}

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include "macro.h"
+#include "usb.h"
+
+/* What drowse-emu is asked to emulate, from --disk options and a topology file. Parsing only: no
+ * file is opened here except the configuration file itself. */
+
+#define EMU_CONFIG_MAX_DISKS 64
+
+typedef struct DiskConfig {
+        char *name;        /* for logs and the control interface: "disk0" or the section name */
+        char *image;
+        uint64_t size;     /* create the image at this size if missing; 0: it must exist */
+        bool read_only;
+        bool removable;
+        bool follow_symlinks;
+        UsbSpeed speed;
+        char *vendor;      /* SCSI INQUIRY vendor, 8 characters at most */
+        char *product;     /* SCSI INQUIRY product and USB product string, 16 characters at most */
+        char *serial;      /* USB iSerialNumber and SCSI unit serial number */
+} DiskConfig;
+
+typedef struct EmuConfig {
+        char *listen;      /* NULL: default, "" after --no-listen */
+        bool attach;
+        int vhci_controller; /* -1: any */
+        DiskConfig disks[EMU_CONFIG_MAX_DISKS];
+        size_t n_disks;
+} EmuConfig;
+
+void emu_config_init(EmuConfig *c);
+void emu_config_done(EmuConfig *c);
+
+/* "PATH[,size=SIZE][,ro][,removable][,speed=high|super][,vendor=V][,product=P][,serial=S][,name=N]".
+ * On error, *ret_error names what was wrong (static text) and the return is -EINVAL. */
+int emu_config_add_disk_spec(EmuConfig *c, const char *spec, const char **ret_error);
+
+/* INI topology file. On error *ret_line is the line number (0 when the file could not be read) and
+ * *ret_error says what was wrong. */
+int emu_config_load_file(EmuConfig *c, const char *path, unsigned *ret_line, const char **ret_error);
+int emu_config_load_string(EmuConfig *c, const char *text, unsigned *ret_line, const char **ret_error);
+
+/* "64M", "1G", "4096", "512K": binary units; must be a positive multiple of 512. */
+int parse_size(const char *s, uint64_t *ret);
+int parse_bool(const char *s);

@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <systemd/sd-event.h>
+
+#include "connection.h"
+#include "usb-device.h"
+#include "usbip.h"
+
+/* The set of exported devices and the sockets that reach them. */
+
+struct Export {
+        Server *server;
+        char busid[USBIP_BUSID_SIZE]; /* "1-1", "1-2", ... as usbip list shows them */
+        uint32_t busnum, devnum;
+        UsbDevice *device;
+        Connection *connection;       /* the importer, NULL while free */
+        int vhci_port;                /* vhci port we attached it to ourselves, or -1 */
+};
+
+#define SERVER_MAX_EXPORTS 128
+#define SERVER_DEFAULT_MAX_CONNECTIONS 256
+
+struct Server {
+        sd_event *event;
+        int listen_fd;
+        sd_event_source *listen_source;
+        Export *exports[SERVER_MAX_EXPORTS];
+        size_t n_exports;
+        Connection *connections;
+        unsigned n_connections, max_connections;
+};
+
+int server_new(sd_event *event, Server **ret);
+Server *server_free(Server *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Server *, server_free);
+
+/* "127.0.0.1", "127.0.0.1:3240", "[::1]:3240", ":3240". */
+int server_listen(Server *s, const char *address);
+
+/* Takes ownership of the device; busid "1-N" is assigned in order. */
+int server_add_device(Server *s, UsbDevice *d, Export **ret);
+int server_remove_export(Server *s, Export *e);
+Export *server_find_export(Server *s, const char *busid);
+
+/* Local attach: a socketpair, one end to vhci_hcd, the other served here. */
+int server_attach_local(Server *s, Export *e, int vhci_port);
+int server_detach_local(Server *s, Export *e);
+
+void server_fill_usbip_device(const Export *e, UsbipUsbDevice *ret);
+
+void server_connection_gone(Server *s, Connection *c);

@@ -1,0 +1,492 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "log.h"
+#include "usb-device.h"
+
+/* A host that says nothing for this long and then asks GET_STATUS(device) has suspended and resumed
+ * us: over vhci the suspend itself is local to the kernel, GET_STATUS in finish_port_resume is the
+ * only trace on the wire (kernel-deep-dive §2.1). */
+#define RESUME_SILENCE_USEC (200 * 1000ULL)
+
+static const char *const usb_device_state_table[_USB_DEVICE_STATE_MAX] = {
+        [USB_DEVICE_STATE_DEFAULT] = "default",
+        [USB_DEVICE_STATE_ADDRESSED] = "addressed",
+        [USB_DEVICE_STATE_CONFIGURED] = "configured",
+};
+
+const char *usb_device_state_to_string(UsbDeviceState s) {
+        if (s < 0 || (size_t) s >= ELEMENTSOF(usb_device_state_table))
+                return NULL;
+        return usb_device_state_table[s];
+}
+
+static unsigned ep_index(uint8_t ep, bool in) {
+        return (ep & 0x0f) | (in ? 0x10 : 0);
+}
+
+int usb_device_new(const char *name, const UsbDeviceDesc *desc, UsbSpeed speed, UsbDevice **ret) {
+        _cleanup_(usb_device_freep) UsbDevice *d = NULL;
+
+        d = calloc(1, sizeof(UsbDevice));
+        if (!d)
+                return -ENOMEM;
+        d->name = strdup(name);
+        if (!d->name)
+                return -ENOMEM;
+        d->desc = *desc;
+        d->speed = speed;
+        d->state = USB_DEVICE_STATE_DEFAULT;
+
+        *ret = TAKE_PTR(d);
+        return 0;
+}
+
+UsbDevice *usb_device_free(UsbDevice *d) {
+        if (!d)
+                return NULL;
+        usb_device_drop_pending(d);
+        if (d->ops && d->ops->free)
+                d->ops->free(d->function);
+        for (size_t i = 0; i < ELEMENTSOF(d->strings); i++)
+                free(d->strings[i]);
+        free(d->name);
+        return mfree(d);
+}
+
+void usb_device_set_function(UsbDevice *d, const UsbFunctionOps *ops, void *function) {
+        d->ops = ops;
+        d->function = function;
+}
+
+int usb_device_set_string(UsbDevice *d, uint8_t index, const char *s) {
+        char *copy;
+
+        if (index == 0 || index >= USB_DEVICE_MAX_STRINGS)
+                return -EINVAL;
+        copy = strdup(s);
+        if (!copy)
+                return -ENOMEM;
+        free(d->strings[index]);
+        d->strings[index] = copy;
+        return 0;
+}
+
+const UsbConfigDesc *usb_device_active_config(const UsbDevice *d) {
+        if (d->configuration == 0)
+                return NULL;
+        for (unsigned i = 0; i < d->desc.bNumConfigurations; i++)
+                if (d->desc.configs[i].bConfigurationValue == d->configuration)
+                        return &d->desc.configs[i];
+        return NULL;
+}
+
+/* The endpoint descriptor for an address in the active configuration (alternate setting 0: none of our
+ * functions has alternate settings with other endpoints). */
+static const UsbEndpointDesc *find_endpoint(const UsbDevice *d, uint8_t address) {
+        const UsbConfigDesc *c = usb_device_active_config(d);
+
+        if (!c)
+                return NULL;
+        for (unsigned i = 0; i < c->bNumInterfaces; i++) {
+                const UsbInterfaceDesc *intf = &c->interfaces[i];
+                for (unsigned e = 0; e < intf->bNumEndpoints; e++)
+                        if (intf->endpoints[e].bEndpointAddress == address)
+                                return &intf->endpoints[e];
+        }
+        return NULL;
+}
+
+static bool config_has_interface(const UsbConfigDesc *c, uint16_t number) {
+        if (!c)
+                return false;
+        for (unsigned i = 0; i < c->bNumInterfaces; i++)
+                if (c->interfaces[i].bInterfaceNumber == number)
+                        return true;
+        return false;
+}
+
+static void clear_halts(UsbDevice *d) {
+        d->halted = 0;
+}
+
+void usb_device_bus_reset(UsbDevice *d) {
+        /* Waiting URBs stay: the kernel unlinks what it submitted, and answering a seqnum it already
+         * forgot would make vhci drop the whole connection. */
+        d->state = USB_DEVICE_STATE_DEFAULT;
+        d->configuration = 0;
+        d->remote_wakeup = false;
+        clear_halts(d);
+        if (d->ops && d->ops->bus_reset)
+                d->ops->bus_reset(d->function);
+}
+
+static int get_descriptor(UsbDevice *d, const UsbSetup *s, uint8_t *buf, size_t size) {
+        uint8_t type = s->wValue >> 8, index = s->wValue & 0xff;
+
+        switch (type) {
+        case USB_DT_DEVICE:
+                /* The kernel reads the device descriptor at address 0 (64 or 8 bytes) only right after a
+                 * port reset. Over vhci a root-port reset never reaches us, so this read is how we
+                 * learn of it (kernel-deep-dive §2.1, §5.5). */
+                if (d->state == USB_DEVICE_STATE_CONFIGURED && (s->wLength == 64 || s->wLength == 8)) {
+                        log_info("%s: device descriptor read at address 0: the host reset the device", d->name);
+                        d->stats.bus_resets_inferred++;
+                        usb_device_bus_reset(d);
+                } else if (d->state == USB_DEVICE_STATE_DEFAULT && s->wLength != 64 && s->wLength != 8)
+                        d->state = USB_DEVICE_STATE_ADDRESSED;
+                return usb_desc_encode_device(&d->desc, d->speed, buf, size);
+
+        case USB_DT_CONFIG:
+                if (index >= d->desc.bNumConfigurations)
+                        return -EPIPE;
+                if (d->state == USB_DEVICE_STATE_DEFAULT)
+                        d->state = USB_DEVICE_STATE_ADDRESSED;
+                return usb_desc_encode_config(&d->desc.configs[index], d->speed, USB_DT_CONFIG, buf, size);
+
+        case USB_DT_STRING: {
+                static const uint16_t langids[] = { 0x0409 }; /* English (United States) */
+                if (index == 0)
+                        return usb_desc_encode_langids(langids, ELEMENTSOF(langids), buf, size);
+                if (index >= USB_DEVICE_MAX_STRINGS || !d->strings[index])
+                        return -EPIPE;
+                return usb_desc_encode_string(d->strings[index], buf, size);
+        }
+
+        case USB_DT_DEVICE_QUALIFIER:
+                /* Only a high-speed capable device running at high or full speed has one. */
+                if (d->speed != USB_SPEED_HIGH && d->speed != USB_SPEED_FULL)
+                        return -EPIPE;
+                return usb_desc_encode_qualifier(&d->desc, buf, size);
+
+        case USB_DT_OTHER_SPEED_CONFIG:
+                if (d->speed != USB_SPEED_HIGH || index >= d->desc.bNumConfigurations)
+                        return -EPIPE;
+                return usb_desc_encode_config(&d->desc.configs[index], USB_SPEED_FULL,
+                                              USB_DT_OTHER_SPEED_CONFIG, buf, size);
+
+        case USB_DT_BOS:
+                if (d->desc.bcdUSB < 0x0201 && !usb_speed_is_super(d->speed))
+                        return -EPIPE;
+                return usb_desc_encode_bos(d->speed, buf, size);
+
+        default:
+                /* DEBUG and everything else: a Request Error, as a device without them answers. */
+                return -EPIPE;
+        }
+}
+
+/* Standard requests: returns IN bytes (at most size), 0 for no-data requests, -EPIPE to STALL. */
+static int standard_request(UsbDevice *d, const UsbSetup *s, uint8_t *buf, size_t size, uint64_t now_usec) {
+        uint8_t recipient = usb_setup_recipient(s);
+        const UsbConfigDesc *config = usb_device_active_config(d);
+        int r;
+
+        switch (s->bRequest) {
+        case USB_REQ_GET_STATUS:
+                if (s->wLength != 2 || size < 2)
+                        return -EPIPE;
+                switch (recipient) {
+                case USB_RECIP_DEVICE: {
+                        uint16_t status = 0;
+                        if (config && (config->bmAttributes & USB_CONFIG_ATT_SELFPOWER))
+                                status |= 1u << 0;
+                        if (d->remote_wakeup)
+                                status |= 1u << 1;
+                        if (d->last_urb_usec > 0 && now_usec - d->last_urb_usec >= RESUME_SILENCE_USEC) {
+                                d->stats.resumes_inferred++;
+                                log_info("%s: GET_STATUS after %.1f s of silence: the host resumed the device",
+                                         d->name, (double) (now_usec - d->last_urb_usec) / 1e6);
+                        }
+                        put_le16(buf, status);
+                        return 2;
+                }
+                case USB_RECIP_INTERFACE:
+                        if (!config_has_interface(config, s->wIndex))
+                                return -EPIPE;
+                        put_le16(buf, 0);
+                        return 2;
+                case USB_RECIP_ENDPOINT: {
+                        uint8_t ep = s->wIndex & 0xff;
+                        if ((ep & 0x0f) != 0 && !find_endpoint(d, ep))
+                                return -EPIPE;
+                        put_le16(buf, (d->halted >> ep_index(ep, ep & USB_DIR_IN)) & 1);
+                        return 2;
+                }
+                default:
+                        return -EPIPE;
+                }
+
+        case USB_REQ_CLEAR_FEATURE:
+        case USB_REQ_SET_FEATURE: {
+                bool set = s->bRequest == USB_REQ_SET_FEATURE;
+
+                if (recipient == USB_RECIP_DEVICE && s->wValue == USB_DEVICE_REMOTE_WAKEUP) {
+                        /* A configuration that does not advertise remote wakeup has nothing to arm. */
+                        if (!config || !(config->bmAttributes & USB_CONFIG_ATT_WAKEUP))
+                                return -EPIPE;
+                        d->remote_wakeup = set;
+                        if (set)
+                                d->stats.remote_wakeup_sets++;
+                        else
+                                d->stats.remote_wakeup_clears++;
+                        log_debug("%s: remote wakeup %s by the host", d->name, set ? "armed" : "disarmed");
+                        return 0;
+                }
+                if (recipient == USB_RECIP_ENDPOINT && s->wValue == USB_ENDPOINT_HALT) {
+                        uint8_t ep = s->wIndex & 0xff;
+                        unsigned bit = ep_index(ep, ep & USB_DIR_IN);
+                        if ((ep & 0x0f) == 0)
+                                return set ? -EPIPE : 0;
+                        if (!find_endpoint(d, ep))
+                                return -EPIPE;
+                        if (set)
+                                d->halted |= 1u << bit;
+                        else {
+                                d->halted &= ~(1u << bit);
+                                if (d->ops && d->ops->clear_halt)
+                                        d->ops->clear_halt(d->function, ep);
+                        }
+                        return 0;
+                }
+                return -EPIPE;
+        }
+
+        case USB_REQ_SET_ADDRESS:
+                /* vhci completes this one itself; a USB/IP client other than vhci might send it. */
+                d->state = s->wValue ? USB_DEVICE_STATE_ADDRESSED : USB_DEVICE_STATE_DEFAULT;
+                return 0;
+
+        case USB_REQ_GET_DESCRIPTOR:
+                if (recipient != USB_RECIP_DEVICE)
+                        return -EPIPE;
+                r = get_descriptor(d, s, buf, size);
+                if (r < 0)
+                        return r == -EPIPE ? r : -EPIPE;
+                return MIN(r, (int) MIN(size, s->wLength));
+
+        case USB_REQ_GET_CONFIGURATION:
+                if (s->wLength != 1 || size < 1)
+                        return -EPIPE;
+                buf[0] = d->configuration;
+                return 1;
+
+        case USB_REQ_SET_CONFIGURATION: {
+                uint8_t value = s->wValue & 0xff;
+                bool found = value == 0;
+                for (unsigned i = 0; i < d->desc.bNumConfigurations && !found; i++)
+                        found = d->desc.configs[i].bConfigurationValue == value;
+                if (!found || d->state == USB_DEVICE_STATE_DEFAULT)
+                        return -EPIPE;
+                d->configuration = value;
+                d->state = value ? USB_DEVICE_STATE_CONFIGURED : USB_DEVICE_STATE_ADDRESSED;
+                clear_halts(d);
+                if (d->ops && d->ops->set_configuration)
+                        d->ops->set_configuration(d->function, value);
+                log_debug("%s: configuration %u", d->name, value);
+                return 0;
+        }
+
+        case USB_REQ_GET_INTERFACE:
+                if (s->wLength != 1 || size < 1 || !config_has_interface(config, s->wIndex))
+                        return -EPIPE;
+                buf[0] = 0;
+                return 1;
+
+        case USB_REQ_SET_INTERFACE:
+                /* Alternate setting 0 is the only one our functions have; selecting it resets the
+                 * interface's endpoints, which for us means their halts. */
+                if (!config_has_interface(config, s->wIndex) || s->wValue != 0)
+                        return -EPIPE;
+                clear_halts(d);
+                return 0;
+
+        default:
+                return -EPIPE;
+        }
+}
+
+static void complete_control(UsbDevice *d, Urb *u, uint64_t now_usec) {
+        UsbSetup s;
+        uint8_t *data = NULL;
+        size_t size = 0;
+        int r;
+
+        usb_setup_decode(u->setup, &s);
+        d->stats.control_requests++;
+
+        if (u->length > 0) {
+                r = urb_ensure_buffer(u);
+                if (r < 0) {
+                        urb_complete(u, -ENOMEM, 0);
+                        return;
+                }
+                data = urb_data(u);
+                /* IN: never more than the host asked for in either field; OUT: what it sent. */
+                size = usb_setup_is_in(&s) ? MIN(u->length, s.wLength) : u->length;
+        }
+
+        if (log_get_max_level() >= LOG_DEBUG) {
+                char line[160];
+                (void) usb_setup_format(&s, line, sizeof(line));
+                log_debug("%s: ep0 %s", d->name, line);
+        }
+
+        if (usb_setup_type(&s) == USB_TYPE_STANDARD)
+                r = standard_request(d, &s, data, size, now_usec);
+        else if (d->ops && d->ops->control)
+                r = d->ops->control(d->function, &s, data, size);
+        else
+                r = -EPIPE;
+
+        if (r < 0) {
+                d->stats.stalls++;
+                urb_complete(u, r == -EPIPE ? -EPIPE : r, 0);
+                return;
+        }
+        urb_complete(u, 0, usb_setup_is_in(&s) ? (uint32_t) r : u->length);
+}
+
+/* Tries to move data for one URB on a non-control endpoint. Returns true if the URB was completed,
+ * false if it has to wait. */
+static bool try_transfer(UsbDevice *d, Urb *u) {
+        uint8_t address = u->ep | (u->in ? USB_DIR_IN : 0);
+        unsigned bit = ep_index(u->ep, u->in);
+        ssize_t n;
+        int r;
+
+        if (d->halted & (1u << bit)) {
+                urb_complete(u, -EPIPE, 0);
+                return true;
+        }
+
+        if (u->in && d->ops->in_ready && !d->ops->in_ready(d->function, address))
+                return false;
+
+        r = urb_ensure_buffer(u);
+        if (r < 0) {
+                urb_complete(u, -ENOMEM, 0);
+                return true;
+        }
+
+        n = d->ops->transfer(d->function, address, urb_data(u), u->length);
+        if (n == -EAGAIN)
+                return false;
+        if (n == -EPIPE) {
+                d->halted |= 1u << bit;
+                d->stats.stalls++;
+                urb_complete(u, -EPIPE, 0);
+                return true;
+        }
+        if (n < 0) {
+                urb_complete(u, (int32_t) n, 0);
+                return true;
+        }
+
+        /* A short IN transfer with URB_SHORT_NOT_OK is an error on a real HCD (-EREMOTEIO), and
+         * usb-storage submits bulk-IN that way; vhci does not enforce it, so we do. */
+        if (u->in && (size_t) n < u->length && (u->transfer_flags & USBIP_URB_SHORT_NOT_OK))
+                urb_complete(u, -EREMOTEIO, (uint32_t) n);
+        else
+                urb_complete(u, 0, (uint32_t) n);
+        return true;
+}
+
+static void kick_queue(UsbDevice *d, UrbQueue *q) {
+        Urb *u;
+
+        /* Strictly in order per endpoint: the head must complete before anything behind it. */
+        while ((u = q->head)) {
+                urb_queue_remove(q, u);
+                d->n_pending--;
+                if (!try_transfer(d, u)) {
+                        /* Put it back at the head; nothing behind it may overtake it. */
+                        u->next = q->head;
+                        u->prev = NULL;
+                        if (q->head)
+                                q->head->prev = u;
+                        else
+                                q->tail = u;
+                        q->head = u;
+                        q->n++;
+                        d->n_pending++;
+                        return;
+                }
+        }
+}
+
+void usb_device_kick(UsbDevice *d) {
+        for (size_t i = 0; i < ELEMENTSOF(d->pending); i++)
+                if (d->pending[i].head)
+                        kick_queue(d, &d->pending[i]);
+}
+
+int usb_device_submit(UsbDevice *d, Urb *u, uint64_t now_usec) {
+        UrbQueue *q;
+
+        d->stats.urbs++;
+
+        if (u->ep == 0) {
+                complete_control(d, u, now_usec);
+                d->last_urb_usec = now_usec;
+                /* A cleared halt or a class reset can let a waiting IN URB go on. */
+                usb_device_kick(d);
+                return 0;
+        }
+        d->last_urb_usec = now_usec;
+
+        if (d->state != USB_DEVICE_STATE_CONFIGURED || !d->ops || !d->ops->transfer ||
+            !find_endpoint(d, u->ep | (u->in ? USB_DIR_IN : 0))) {
+                /* A real host controller would see no handshake from an endpoint that does not exist. */
+                log_debug("%s: URB %u for endpoint %u %s, which is not configured", d->name, u->seqnum, u->ep,
+                          u->in ? "IN" : "OUT");
+                urb_complete(u, -EPROTO, 0);
+                return 0;
+        }
+
+        if (d->n_pending >= USB_DEVICE_MAX_PENDING)
+                return -ENOBUFS;
+
+        q = &d->pending[ep_index(u->ep, u->in)];
+        urb_queue_push(q, u);
+        d->n_pending++;
+        kick_queue(d, q);
+
+        /* Whatever this URB did (a CBW, OUT data) may have made data ready on another endpoint. */
+        usb_device_kick(d);
+        return 0;
+}
+
+Urb *usb_device_find_pending(UsbDevice *d, uint32_t seqnum) {
+        for (size_t i = 0; i < ELEMENTSOF(d->pending); i++) {
+                Urb *u = urb_queue_find(&d->pending[i], seqnum);
+                if (u)
+                        return u;
+        }
+        return NULL;
+}
+
+Urb *usb_device_unlink(UsbDevice *d, uint32_t seqnum) {
+        for (size_t i = 0; i < ELEMENTSOF(d->pending); i++) {
+                Urb *u = urb_queue_find(&d->pending[i], seqnum);
+                if (!u)
+                        continue;
+                urb_queue_remove(&d->pending[i], u);
+                d->n_pending--;
+                d->stats.unlinks_pending++;
+                return u;
+        }
+        d->stats.unlinks_late++;
+        return NULL;
+}
+
+void usb_device_drop_pending(UsbDevice *d) {
+        for (size_t i = 0; i < ELEMENTSOF(d->pending); i++) {
+                Urb *u;
+                while ((u = urb_queue_pop(&d->pending[i])))
+                        urb_free(u);
+        }
+        d->n_pending = 0;
+}

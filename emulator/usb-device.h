@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <sys/types.h>
+
+#include "macro.h"
+#include "urb.h"
+#include "usb-desc.h"
+#include "usb.h"
+
+/* A USB device as chapter 9 defines it: descriptors, configuration state, endpoint halts, remote
+ * wakeup, and the URBs that wait on its endpoints. What the device *does* (mass storage, hub, HID)
+ * is a function plugged in through UsbFunctionOps; this file answers the standard requests. */
+
+typedef enum UsbDeviceState {
+        USB_DEVICE_STATE_DEFAULT,    /* after attach or bus reset */
+        USB_DEVICE_STATE_ADDRESSED,  /* vhci swallows SET_ADDRESS: inferred from the first non-addr-0 request */
+        USB_DEVICE_STATE_CONFIGURED,
+        _USB_DEVICE_STATE_MAX,
+        _USB_DEVICE_STATE_INVALID = -EINVAL,
+} UsbDeviceState;
+
+const char *usb_device_state_to_string(UsbDeviceState s) _const_;
+
+typedef struct UsbFunctionOps {
+        /* Class or vendor request on ep0. OUT data is in data[0..setup->wLength). Returns the number of
+         * IN bytes written to data (at most size), 0 for OUT, or -EPIPE to STALL. */
+        int (*control)(void *function, const UsbSetup *setup, uint8_t *data, size_t size);
+        /* Data stage on a non-control endpoint. IN: produce at most size bytes; OUT: consume size bytes.
+         * Returns bytes moved, -EAGAIN when there is nothing to say yet (the URB waits), -EPIPE to
+         * halt the endpoint. */
+        ssize_t (*transfer)(void *function, uint8_t ep_address, uint8_t *data, size_t size);
+        /* Whether an IN transfer on this endpoint would produce something now; lets a waiting URB
+         * stay cheap (no buffer) until then. */
+        bool (*in_ready)(void *function, uint8_t ep_address);
+        void (*clear_halt)(void *function, uint8_t ep_address);
+        void (*bus_reset)(void *function);
+        void (*set_configuration)(void *function, uint8_t value);
+        void (*free)(void *function);
+} UsbFunctionOps;
+
+#define USB_DEVICE_MAX_STRINGS 8
+#define USB_DEVICE_MAX_PENDING 256   /* URBs one device lets wait; more is a hostile or broken host */
+
+typedef struct UsbDeviceStats {
+        uint64_t urbs;
+        uint64_t control_requests;
+        uint64_t stalls;
+        uint64_t unlinks_pending;     /* CMD_UNLINK that cancelled a waiting URB (kernel quiescing) */
+        uint64_t unlinks_late;        /* CMD_UNLINK for an URB already completed */
+        uint64_t resumes_inferred;    /* GET_STATUS(device) after silence: the host resumed us */
+        uint64_t bus_resets_inferred; /* addr-0 device descriptor read while configured */
+        uint64_t remote_wakeup_sets, remote_wakeup_clears;
+} UsbDeviceStats;
+
+typedef struct UsbDevice {
+        char *name;
+        UsbDeviceDesc desc;            /* a copy so ids can be set per device; configs stay const tables */
+        char *strings[USB_DEVICE_MAX_STRINGS];
+        UsbSpeed speed;
+
+        UsbDeviceState state;
+        uint8_t configuration;         /* bConfigurationValue, 0 when not configured */
+        bool remote_wakeup;            /* armed by SET_FEATURE(DEVICE_REMOTE_WAKEUP) */
+        uint32_t halted;               /* bit (ep | in << 4) */
+        UrbQueue pending[32];          /* index (ep | in << 4) */
+        unsigned n_pending;
+
+        const UsbFunctionOps *ops;
+        void *function;
+
+        uint64_t last_urb_usec;        /* CLOCK_MONOTONIC of the last URB from the host */
+        UsbDeviceStats stats;
+} UsbDevice;
+
+int usb_device_new(const char *name, const UsbDeviceDesc *desc, UsbSpeed speed, UsbDevice **ret);
+UsbDevice *usb_device_free(UsbDevice *d);
+DEFINE_TRIVIAL_CLEANUP_FUNC(UsbDevice *, usb_device_free);
+
+/* Takes ownership of the function (ops->free releases it). */
+void usb_device_set_function(UsbDevice *d, const UsbFunctionOps *ops, void *function);
+int usb_device_set_string(UsbDevice *d, uint8_t index, const char *s);
+
+/* Hands an URB to the device. It is completed through urb_complete(), now or later; a negative return
+ * means the device refused to take it (the caller still owns it). */
+int usb_device_submit(UsbDevice *d, Urb *u, uint64_t now_usec);
+
+/* Cancels a waiting URB: returns it (the caller frees it) if it was waiting, NULL if it is not known
+ * here, i.e. it was already completed. */
+Urb *usb_device_unlink(UsbDevice *d, uint32_t seqnum);
+Urb *usb_device_find_pending(UsbDevice *d, uint32_t seqnum);
+
+/* Retries waiting URBs, e.g. after the function got new data from outside. */
+void usb_device_kick(UsbDevice *d);
+
+/* Drops every waiting URB without completing it: the connection is gone. */
+void usb_device_drop_pending(UsbDevice *d);
+
+void usb_device_bus_reset(UsbDevice *d);
+
+const UsbConfigDesc *usb_device_active_config(const UsbDevice *d);
