@@ -75,8 +75,9 @@ class Emulator:
         return -1
 
     def stop(self):
+        """SIGTERM must be a clean exit: status 0, and no sanitizer or leak report."""
         self.proc.terminate()
-        self.proc.wait(timeout=10)
+        return self.proc.wait(timeout=30)
 
 
 def free_port():
@@ -259,9 +260,13 @@ def main():
                 failures += 1
         finally:
             alive = emu.alive()
-            emu.stop()
+            rc = emu.stop()
+            log = emu.log_text()
             if not alive:
-                print("drowse-emu died:\n" + emu.log_text())
+                print("drowse-emu died:\n" + log)
+                failures += 1
+            elif rc != 0 or "Sanitizer" in log or "runtime error" in log:
+                print("drowse-emu did not exit cleanly on SIGTERM (status %d):\n%s" % (rc, log[-4000:]))
                 failures += 1
     total = len(CASES) + 1
     print("%d passed, %d failed" % (total - failures, failures))
