@@ -48,9 +48,12 @@ chain_of() { # the runtime-PM chain from the disk up to the USB device, one sysf
 }
 show_chain() {
         local n
-        while read -r n; do
-                printf '   %-10s %-12s %s\n' "$(cat "$n/power/runtime_status")" "$(cat "$n/power/control")" "${n#/sys/devices/}"
-        done < <(chain_of "$1")
+        # A pipe, not <(...): the guest's devtmpfs has no /dev/fd.
+        chain_of "$1" | while read -r n; do
+                # Interfaces have no control file: they follow their driver.
+                printf '   %-10s %-5s %s\n' "$(cat "$n/power/runtime_status")" \
+                        "$(cat "$n/power/control" 2>/dev/null || echo -)" "${n#/sys/devices/}"
+        done
 }
 
 ip link set lo up 2>/dev/null || true
@@ -107,6 +110,7 @@ vm_wait_for 10 grep -q "the host resumed the device" "$DROWSE_OUT/emu.log"
 say "drowse-emu: $(grep "the host resumed the device" "$DROWSE_OUT/emu.log" | tail -n1)"
 vm_wait_for 30 suspended
 say "and after the delay it is suspended again: $(cat "$udev/power/runtime_status")"
+tcp_times="$(cat "$udev/power/runtime_active_time") $(cat "$udev/power/runtime_suspended_time")"
 
 bold "6. local attach: disk 1-1 handed to vhci_hcd over a socketpair, no TCP"
 kill -TERM "$emu_pid"; wait "$emu_pid" || true; emu_pid=
@@ -116,14 +120,14 @@ emu_pid=$!
 vm_wait_for 60 disk_of_serial DEMO-LOCAL
 local_disk=$(disk_of_serial DEMO-LOCAL)
 say "$(grep "attached to vhci port" "$DROWSE_OUT/emu.log" | tail -n1)"
-lsblk -o NAME,SIZE,VENDOR,MODEL,SERIAL,TRAN "/dev/$local_disk" | sed 's/^/   /'
+lsblk -o NAME,SIZE,VENDOR,MODEL,TRAN "/dev/$local_disk" | sed 's/^/   /'
 
 bold "7. summary (time in each runtime PM state, from sysfs)"
-printf '   %-12s %-10s %12s %12s\n' device status "active ms" "suspended ms"
-for n in "$udev"; do
-        [[ -d $n ]] || continue
-        printf '   %-12s %-10s %12s %12s\n' "${n##*/}" "$(cat "$n/power/runtime_status")" \
-                "$(cat "$n/power/runtime_active_time")" "$(cat "$n/power/runtime_suspended_time")"
-done 2>/dev/null || true
-say "emulator log: $DROWSE_OUT/emu.log"
-say "demo finished: drowse-emu served real kernel I/O, survived detach/re-attach and runtime suspend/resume"
+printf '   %-22s %10s %14s\n' device "active ms" "suspended ms"
+read -r active suspended <<<"$tcp_times"
+printf '   %-22s %10s %14s\n' "TcpDisk (usbip, TCP)" "$active" "$suspended"
+ldev=$(usb_dir_of "$local_disk")
+printf '   %-22s %10s %14s\n' "LocalDisk (local)" "$(cat "$ldev/power/runtime_active_time")" \
+        "$(cat "$ldev/power/runtime_suspended_time")"
+say "emulator log: emu.log in this run's log directory"
+say "demo finished: drowse-emu served real kernel I/O over TCP and local attach, and runtime suspend/resume"
