@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include "emu-config.h"
+#include "tests.h"
+
+static void test_parse_size(void) {
+        uint64_t v;
+
+        ASSERT_OK(parse_size("64M", &v));
+        ASSERT_EQ(v, 64ull << 20);
+        ASSERT_OK(parse_size("1G", &v));
+        ASSERT_EQ(v, 1ull << 30);
+        ASSERT_OK(parse_size("2GiB", &v));
+        ASSERT_EQ(v, 2ull << 30);
+        ASSERT_OK(parse_size("4096", &v));
+        ASSERT_EQ(v, 4096);
+        ASSERT_ERR(parse_size("0", &v), EINVAL);
+        ASSERT_ERR(parse_size("1000", &v), EINVAL);  /* not a multiple of 512 */
+        ASSERT_ERR(parse_size("-512", &v), EINVAL);
+        ASSERT_ERR(parse_size("12Q", &v), EINVAL);
+        ASSERT_ERR(parse_size("", &v), EINVAL);
+        ASSERT_ERR(parse_size("99999999999T", &v), ERANGE);
+}
+
+static void test_disk_spec(void) {
+        EmuConfig c;
+        const char *error = NULL;
+
+        emu_config_init(&c);
+        ASSERT_OK(emu_config_add_disk_spec(&c, "/tmp/a.img,size=64M,ro,serial=S1,vendor=V,product=P,speed=super",
+                                           &error));
+        ASSERT_EQ(c.n_disks, 1);
+        ASSERT_STREQ(c.disks[0].image, "/tmp/a.img");
+        ASSERT_STREQ(c.disks[0].name, "disk0");
+        ASSERT_EQ(c.disks[0].size, 64ull << 20);
+        ASSERT_TRUE(c.disks[0].read_only);
+        ASSERT_EQ(c.disks[0].speed, USB_SPEED_SUPER);
+        ASSERT_STREQ(c.disks[0].serial, "S1");
+
+        ASSERT_OK(emu_config_add_disk_spec(&c, "/tmp/b.img", &error));
+        ASSERT_STREQ(c.disks[1].name, "disk1");
+        ASSERT_EQ(c.disks[1].speed, USB_SPEED_HIGH);
+
+        /* Each bad spec says what was wrong and adds nothing. */
+        ASSERT_ERR(emu_config_add_disk_spec(&c, "size=64M", &error), EINVAL);
+        ASSERT_STREQ(error, "a disk starts with its image path");
+        ASSERT_ERR(emu_config_add_disk_spec(&c, "/x,size=1000", &error), EINVAL);
+        ASSERT_TRUE(strstr(error, "multiple of 512"));
+        ASSERT_ERR(emu_config_add_disk_spec(&c, "/x,vendor=WAYTOOLONGVENDOR", &error), EINVAL);
+        ASSERT_TRUE(strstr(error, "8 characters"));
+        ASSERT_ERR(emu_config_add_disk_spec(&c, "/x,speed=warp", &error), EINVAL);
+        ASSERT_ERR(emu_config_add_disk_spec(&c, "/x,colour=blue", &error), EINVAL);
+        ASSERT_STREQ(error, "unknown disk option");
+        ASSERT_ERR(emu_config_add_disk_spec(&c, "/x,ro=maybe", &error), EINVAL);
+        ASSERT_ERR(emu_config_add_disk_spec(&c, "/x,name=disk0", &error), EINVAL);
+        ASSERT_STREQ(error, "two disks have the same name");
+        ASSERT_ERR(emu_config_add_disk_spec(&c, "/x,serial=a\tb", &error), EINVAL);
+        ASSERT_EQ(c.n_disks, 2);
+
+        emu_config_done(&c);
+}
+
+static void test_ini(void) {
+        EmuConfig c;
+        const char *error = NULL;
+        unsigned line = 0;
+
+        emu_config_init(&c);
+        ASSERT_OK(emu_config_load_string(&c,
+                                         "# topology\n"
+                                         "[emulator]\n"
+                                         "listen = 127.0.0.1:4000\n"
+                                         "attach = yes\n"
+                                         "vhci-controller = 2\n"
+                                         "\n"
+                                         "[disk data]\n"
+                                         "image = /tmp/data.img\n"
+                                         "size = 1G\n"
+                                         "serial = DATA1\n"
+                                         "[disk boot]\n"
+                                         "image = /tmp/boot.img\n"
+                                         "read-only = yes\n",
+                                         &line, &error));
+        ASSERT_STREQ(c.listen, "127.0.0.1:4000");
+        ASSERT_TRUE(c.attach);
+        ASSERT_EQ(c.vhci_controller, 2);
+        ASSERT_EQ(c.n_disks, 2);
+        ASSERT_STREQ(c.disks[0].name, "data");
+        ASSERT_EQ(c.disks[0].size, 1ull << 30);
+        ASSERT_STREQ(c.disks[1].name, "boot");
+        ASSERT_TRUE(c.disks[1].read_only);
+        emu_config_done(&c);
+
+        /* The error names the line of the first problem. */
+        emu_config_init(&c);
+        ASSERT_ERR(emu_config_load_string(&c, "[emulator]\nattach = yes\n\n[disk x]\nimage = /a\nsize = lots\n",
+                                          &line, &error),
+                   EINVAL);
+        ASSERT_EQ(line, 6);
+        ASSERT_TRUE(strstr(error, "size"));
+        emu_config_done(&c);
+
+        emu_config_init(&c);
+        ASSERT_ERR(emu_config_load_string(&c, "[emulator]\nbogus = 1\n", &line, &error), EINVAL);
+        ASSERT_EQ(line, 2);
+        ASSERT_STREQ(error, "unknown key in [emulator]");
+        emu_config_done(&c);
+
+        emu_config_init(&c);
+        ASSERT_ERR(emu_config_load_string(&c, "[emulator]\nattach = yes\nthis is not ini\n", &line, &error), EINVAL);
+        ASSERT_EQ(line, 3);
+        emu_config_done(&c);
+
+        emu_config_init(&c);
+        ASSERT_ERR(emu_config_load_string(&c, "[printer]\nimage = /a\n", &line, &error), EINVAL);
+        ASSERT_EQ(line, 2);
+        emu_config_done(&c);
+
+        /* A disk section without an image is incomplete, reported at the end. */
+        emu_config_init(&c);
+        ASSERT_ERR(emu_config_load_string(&c, "[disk a]\nsize = 1M\n", &line, &error), EINVAL);
+        ASSERT_STREQ(error, "disk has no image path");
+        emu_config_done(&c);
+
+        emu_config_init(&c);
+        ASSERT_ERR(emu_config_load_file(&c, "/nonexistent/emu.conf", &line, &error), ENOENT);
+        ASSERT_EQ(line, 0);
+        emu_config_done(&c);
+}
+
+TEST_MAIN(TEST(test_parse_size), TEST(test_disk_spec), TEST(test_ini))
