@@ -133,12 +133,16 @@ static inline void put_le32(uint8_t *p, uint32_t v) {
 
 /* Enum <-> string tables: DEFINE_STRING_TABLE_LOOKUP(foo, Foo) gives foo_to_string() and
  * foo_from_string() over a `static const char *const foo_table[_FOO_MAX]`. */
-#define DEFINE_STRING_TABLE_LOOKUP(name, type)                                                     \
+#define DEFINE_STRING_TABLE_TO_STRING(name, type)                                                  \
         const char *name##_to_string(type i) {                                                     \
+                /* A negative enum value converts to a huge size_t and is caught here too. */     \
                 if ((size_t) i >= ELEMENTSOF(name##_table))                                        \
                         return NULL;                                                               \
                 return name##_table[i];                                                            \
-        }                                                                                          \
+        }
+
+#define DEFINE_STRING_TABLE_LOOKUP(name, type)                                                     \
+        DEFINE_STRING_TABLE_TO_STRING(name, type)                                                  \
         type name##_from_string(const char *s) {                                                   \
                 if (!s)                                                                            \
                         return (type) -EINVAL;                                                     \

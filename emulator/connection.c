@@ -27,11 +27,7 @@ static const char *const connection_phase_table[_CONNECTION_PHASE_MAX] = {
         [CONNECTION_PHASE_URB] = "urb",
 };
 
-const char *connection_phase_to_string(ConnectionPhase p) {
-        if (p < 0 || (size_t) p >= ELEMENTSOF(connection_phase_table))
-                return NULL;
-        return connection_phase_table[p];
-}
+DEFINE_STRING_TABLE_TO_STRING(connection_phase, ConnectionPhase);
 
 static void tx_item_free(Connection *c, TxItem *t) {
         if (t->urb) {

@@ -57,6 +57,17 @@ void urb_queue_push(UrbQueue *q, Urb *u) {
         q->n++;
 }
 
+void urb_queue_push_front(UrbQueue *q, Urb *u) {
+        u->prev = NULL;
+        u->next = q->head;
+        if (q->head)
+                q->head->prev = u;
+        else
+                q->tail = u;
+        q->head = u;
+        q->n++;
+}
+
 void urb_queue_remove(UrbQueue *q, Urb *u) {
         if (u->prev)
                 u->prev->next = u->next;

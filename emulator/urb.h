@@ -53,6 +53,7 @@ typedef struct UrbQueue {
 } UrbQueue;
 
 void urb_queue_push(UrbQueue *q, Urb *u);
+void urb_queue_push_front(UrbQueue *q, Urb *u);
 Urb *urb_queue_pop(UrbQueue *q);
 void urb_queue_remove(UrbQueue *q, Urb *u);
 Urb *urb_queue_find(UrbQueue *q, uint32_t seqnum);

@@ -17,11 +17,7 @@ static const char *const usb_device_state_table[_USB_DEVICE_STATE_MAX] = {
         [USB_DEVICE_STATE_CONFIGURED] = "configured",
 };
 
-const char *usb_device_state_to_string(UsbDeviceState s) {
-        if (s < 0 || (size_t) s >= ELEMENTSOF(usb_device_state_table))
-                return NULL;
-        return usb_device_state_table[s];
-}
+DEFINE_STRING_TABLE_TO_STRING(usb_device_state, UsbDeviceState);
 
 static unsigned ep_index(uint8_t ep, bool in) {
         return (ep & 0x0f) | (in ? 0x10 : 0);
@@ -402,15 +398,8 @@ static void kick_queue(UsbDevice *d, UrbQueue *q) {
                 urb_queue_remove(q, u);
                 d->n_pending--;
                 if (!try_transfer(d, u)) {
-                        /* Put it back at the head; nothing behind it may overtake it. */
-                        u->next = q->head;
-                        u->prev = NULL;
-                        if (q->head)
-                                q->head->prev = u;
-                        else
-                                q->tail = u;
-                        q->head = u;
-                        q->n++;
+                        /* Back at the head: nothing behind it may overtake it. */
+                        urb_queue_push_front(q, u);
                         d->n_pending++;
                         return;
                 }

@@ -68,11 +68,7 @@ static const char *const usb_request_table[] = {
         [USB_REQ_SET_ISOCH_DELAY] = "SET_ISOCH_DELAY",
 };
 
-const char *usb_request_to_string(uint8_t bRequest) {
-        if (bRequest >= ELEMENTSOF(usb_request_table))
-                return NULL;
-        return usb_request_table[bRequest];
-}
+DEFINE_STRING_TABLE_TO_STRING(usb_request, uint8_t);
 
 static const char *const usb_descriptor_type_table[] = {
         [USB_DT_DEVICE] = "DEVICE",
@@ -95,11 +91,7 @@ static const char *const usb_descriptor_type_table[] = {
         [USB_DT_SS_ENDPOINT_COMP] = "SS_ENDPOINT_COMP",
 };
 
-const char *usb_descriptor_type_to_string(uint8_t type) {
-        if (type >= ELEMENTSOF(usb_descriptor_type_table))
-                return NULL;
-        return usb_descriptor_type_table[type];
-}
+DEFINE_STRING_TABLE_TO_STRING(usb_descriptor_type, uint8_t);
 
 static const char *const usb_port_feature_table[] = {
         [USB_PORT_FEAT_CONNECTION] = "CONNECTION",

@@ -8,17 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "usbip.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(expr)                                                                                \
-        do {                                                                                       \
-                if (!(expr)) {                                                                     \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #expr);  \
-                        abort();                                                                   \
-                }                                                                                  \
-        } while (0)
 
 static void check_iso(const uint8_t *data, size_t size, int32_t n, uint32_t transfer_length) {
         static UsbipIsoPacket iso[USBIP_MAX_ISO_PACKETS];
