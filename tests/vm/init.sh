@@ -70,6 +70,11 @@ mount -o bind /dev /newroot/dev
 mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /newroot/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm
+# devtmpfs has no /dev/fd or /dev/std*; udev or systemd would add them. Bash's <(...) needs /dev/fd.
+ln -sfn /proc/self/fd /newroot/dev/fd
+ln -sfn /proc/self/fd/0 /newroot/dev/stdin
+ln -sfn /proc/self/fd/1 /newroot/dev/stdout
+ln -sfn /proc/self/fd/2 /newroot/dev/stderr
 # Handy for usbmon and dynamic debug; absence is not fatal.
 mount -t debugfs debugfs /newroot/sys/kernel/debug 2>/dev/null || true
 
