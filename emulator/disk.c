@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <inttypes.h>
 #include <stdio.h>
 
 #include "bot.h"
 #include "disk.h"
 #include "image.h"
+#include "json.h"
 #include "log.h"
 #include "msc.h"
 #include "scsi.h"
@@ -102,6 +104,31 @@ static void disk_set_configuration(void *function, uint8_t value) {
         msc_bus_reset(function);
 }
 
+static void disk_describe(void *function, FILE *f) {
+        Msc *m = function;
+
+        fprintf(f, "\"function\": \"mass-storage\", \"bot_state\": ");
+        json_write_string(f, msc_state_to_string(msc_get_state(m)));
+        fprintf(f, ", \"luns\": [");
+        for (size_t i = 0; i < msc_get_n_luns(m); i++) {
+                ScsiLun *l = msc_get_lun(m, i);
+                const ScsiLunStats *st = scsi_lun_get_stats(l);
+                Image *img = scsi_lun_get_image(l);
+
+                fprintf(f, "%s{\"lun\": %zu, \"image\": ", i ? ", " : "", i);
+                json_write_string(f, image_get_path(img));
+                fprintf(f, ", \"size\": %" PRIu64 ", \"read_only\": %s, \"power\": ", image_get_size(img),
+                        image_is_read_only(img) ? "true" : "false");
+                json_write_string(f, scsi_power_state_to_string(scsi_lun_get_power_state(l)));
+                fprintf(f, ", \"commands\": %" PRIu64 ", \"reads\": %" PRIu64 ", \"writes\": %" PRIu64
+                        ", \"blocks_read\": %" PRIu64 ", \"blocks_written\": %" PRIu64 ", \"flushes\": %" PRIu64
+                        ", \"starts\": %" PRIu64 ", \"stops\": %" PRIu64 "}",
+                        st->commands, st->reads, st->writes, st->blocks_read, st->blocks_written, st->flushes,
+                        st->starts, st->stops);
+        }
+        fputc(']', f);
+}
+
 static void disk_free(void *function) {
         msc_free(function);
 }
@@ -113,31 +140,44 @@ static const UsbFunctionOps disk_ops = {
         .clear_halt = disk_clear_halt,
         .bus_reset = disk_bus_reset,
         .set_configuration = disk_set_configuration,
+        .describe = disk_describe,
         .free = disk_free,
 };
 
-int disk_new(const DiskConfig *cfg, UsbDevice **ret) {
-        _cleanup_(usb_device_freep) UsbDevice *d = NULL;
+static const char *image_error(int r) {
+        switch (-r) {
+        case EBUSY:
+                return "it is in use by another process";
+        case ELOOP:
+                return "it is a symlink (allow with follow-symlinks)";
+        case ENOENT:
+                return "no such file (give size=SIZE to create it)";
+        case EINVAL:
+                return "its size is not a non-zero multiple of 512 bytes";
+        case EBADFD:
+                return "not a regular file";
+        default:
+                return strerror(-r);
+        }
+}
+
+/* One LUN on its image. The serial of LUN n > 0 gets "-n" appended, so every LUN has its own
+ * unit serial number and device identifier (VPD 0x80, 0x83). */
+static int disk_new_lun(const DiskConfig *cfg, const char *path, unsigned index, ScsiLun **ret) {
         _cleanup_(image_freep) Image *image = NULL;
-        ScsiLun *lun = NULL;
-        Msc *msc = NULL;
-        UsbDeviceDesc desc = disk_device_desc;
-        char serial[65];
+        char serial[80];
         int r;
 
-        r = image_open_full(cfg->image, cfg->size,
+        r = image_open_full(path, cfg->size,
                             &(ImageOptions) { .read_only = cfg->read_only, .follow_symlinks = cfg->follow_symlinks },
                             &image);
         if (r < 0)
-                return log_error_errno(r, "%s: cannot use image %s: %s", cfg->name, cfg->image,
-                                       r == -EBUSY ? "it is in use by another process" :
-                                       r == -ELOOP ? "it is a symlink (allow with follow-symlinks)" :
-                                       r == -ENOENT ? "no such file (give size=SIZE to create it)" :
-                                       r == -EINVAL ? "its size is not a non-zero multiple of 512 bytes" :
-                                       r == -EBADFD ? "not a regular file" : strerror(-r));
+                return log_error_errno(r, "%s: cannot use image %s: %s", cfg->name, path, image_error(r));
 
-        /* A stable default serial from the name, so udev's by-id links survive restarts. */
-        snprintf(serial, sizeof(serial), "%s", cfg->serial ?: cfg->name);
+        if (index == 0)
+                snprintf(serial, sizeof(serial), "%s", cfg->serial ?: cfg->name);
+        else
+                snprintf(serial, sizeof(serial), "%s-%u", cfg->serial ?: cfg->name, index);
 
         r = scsi_lun_new(&(ScsiLunConfig) {
                                  .vendor = cfg->vendor ?: "drowse",
@@ -146,15 +186,31 @@ int disk_new(const DiskConfig *cfg, UsbDevice **ret) {
                                  .read_only = cfg->read_only,
                                  .removable = cfg->removable,
                          },
-                         image, &lun);
+                         image, ret);
         if (r < 0)
-                return log_error_errno(r, "%s: cannot set up SCSI unit: %m", cfg->name);
+                return log_error_errno(r, "%s: cannot set up SCSI unit %u: %m", cfg->name, index);
         TAKE_PTR(image);
+        return 0;
+}
 
-        r = msc_new(&lun, 1, &msc);
+int disk_new(const DiskConfig *cfg, UsbDevice **ret) {
+        _cleanup_(usb_device_freep) UsbDevice *d = NULL;
+        ScsiLun *luns[EMU_CONFIG_MAX_LUNS] = {};
+        size_t n_luns = 1 + cfg->n_extra_luns;
+        Msc *msc = NULL;
+        UsbDeviceDesc desc = disk_device_desc;
+        int r;
+
+        for (size_t i = 0; i < n_luns; i++) {
+                r = disk_new_lun(cfg, i == 0 ? cfg->image : cfg->lun_images[i - 1], (unsigned) i, &luns[i]);
+                if (r < 0)
+                        goto fail;
+        }
+
+        r = msc_new(luns, n_luns, &msc);
         if (r < 0) {
-                scsi_lun_free(lun);
-                return log_error_errno(r, "%s: cannot set up mass-storage function: %m", cfg->name);
+                log_error_errno(r, "%s: cannot set up mass-storage function: %m", cfg->name);
+                goto fail;
         }
 
         if (usb_speed_is_super(cfg->speed))
@@ -166,11 +222,17 @@ int disk_new(const DiskConfig *cfg, UsbDevice **ret) {
         }
         usb_device_set_function(d, &disk_ops, msc);
 
+        /* A stable default serial from the name, so udev's by-id links survive restarts. */
         if (usb_device_set_string(d, DISK_STRING_MANUFACTURER, "drowse") < 0 ||
             usb_device_set_string(d, DISK_STRING_PRODUCT, cfg->product ?: "drowse virtual disk") < 0 ||
-            usb_device_set_string(d, DISK_STRING_SERIAL, serial) < 0)
+            usb_device_set_string(d, DISK_STRING_SERIAL, cfg->serial ?: cfg->name) < 0)
                 return log_oom();
 
         *ret = TAKE_PTR(d);
         return 0;
+
+fail:
+        for (size_t i = 0; i < n_luns; i++)
+                scsi_lun_free(luns[i]);
+        return r;
 }

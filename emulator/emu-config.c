@@ -12,6 +12,8 @@ void emu_config_init(EmuConfig *c) {
 static void disk_config_done(DiskConfig *d) {
         free(d->name);
         free(d->image);
+        for (size_t i = 0; i < d->n_extra_luns; i++)
+                free(d->lun_images[i]);
         free(d->vendor);
         free(d->product);
         free(d->serial);
@@ -22,6 +24,7 @@ void emu_config_done(EmuConfig *c) {
         for (size_t i = 0; i < c->n_disks; i++)
                 disk_config_done(&c->disks[i]);
         free(c->listen);
+        free(c->control);
         *c = (EmuConfig) {};
 }
 
@@ -120,6 +123,21 @@ static int disk_set(DiskConfig *d, const char *key, const char *value, const cha
                         return -EINVAL;
                 }
                 return set_string(&d->image, value, 4095, ret_error, "image path too long");
+        }
+        if (streq(key, "lun")) {
+                if (!value || !*value) {
+                        *ret_error = "lun needs an image path (lun=PATH)";
+                        return -EINVAL;
+                }
+                if (d->n_extra_luns >= ELEMENTSOF(d->lun_images)) {
+                        *ret_error = "a disk has at most 16 LUNs";
+                        return -EINVAL;
+                }
+                r = set_string(&d->lun_images[d->n_extra_luns], value, 4095, ret_error, "lun image path too long");
+                if (r < 0)
+                        return r;
+                d->n_extra_luns++;
+                return 0;
         }
         if (streq(key, "size")) {
                 r = parse_size(value, &d->size);
@@ -317,6 +335,13 @@ static int on_ini(void *userdata, const char *section, const char *key, const ch
         if (streq(section, "emulator")) {
                 if (streq(key, "listen")) {
                         r = set_string(&p->config->listen, value, 255, &p->error, "listen address too long");
+                        if (r < 0)
+                                goto fail;
+                        return 1;
+                }
+                if (streq(key, "control")) {
+                        r = set_string(&p->config->control, value, 107, &p->error,
+                                       "control socket path too long (107 bytes at most)");
                         if (r < 0)
                                 goto fail;
                         return 1;

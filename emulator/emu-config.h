@@ -8,10 +8,13 @@
  * file is opened here except the configuration file itself. */
 
 #define EMU_CONFIG_MAX_DISKS 64
+#define EMU_CONFIG_MAX_LUNS 16   /* Bulk-Only Transport allows 16 LUNs per device */
 
 typedef struct DiskConfig {
         char *name;        /* for logs and the control interface: "disk0" or the section name */
-        char *image;
+        char *image;       /* LUN 0 */
+        char *lun_images[EMU_CONFIG_MAX_LUNS - 1]; /* LUN 1..n, same size and options as LUN 0 */
+        size_t n_extra_luns;
         uint64_t size;     /* create the image at this size if missing; 0: it must exist */
         bool read_only;
         bool removable;
@@ -24,6 +27,7 @@ typedef struct DiskConfig {
 
 typedef struct EmuConfig {
         char *listen;      /* NULL: default, "" after --no-listen */
+        char *control;     /* control socket path, NULL: none */
         bool attach;
         int vhci_controller; /* -1: any */
         DiskConfig disks[EMU_CONFIG_MAX_DISKS];
@@ -33,7 +37,7 @@ typedef struct EmuConfig {
 void emu_config_init(EmuConfig *c);
 void emu_config_done(EmuConfig *c);
 
-/* "PATH[,size=SIZE][,ro][,removable][,speed=high|super][,vendor=V][,product=P][,serial=S][,name=N]".
+/* "PATH[,lun=PATH...][,size=SIZE][,ro][,removable][,speed=high|super][,vendor=V][,product=P][,serial=S][,name=N]".
  * On error, *ret_error names what was wrong (static text) and the return is -EINVAL. */
 int emu_config_add_disk_spec(EmuConfig *c, const char *spec, const char **ret_error);
 

@@ -7,11 +7,11 @@
 #include <systemd/sd-event.h>
 
 #include "config.h"
+#include "control.h"
 #include "disk.h"
 #include "emu-config.h"
 #include "log.h"
 #include "server.h"
-#include "vhci-attach.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:3240"
 
@@ -26,6 +26,7 @@ static void help(void) {
                "  -l --listen ADDR[:PORT]     Listen for USB/IP clients (default " DEFAULT_LISTEN ")\n"
                "     --no-listen              Do not listen on TCP\n"
                "  -a --attach                 Attach every device to this machine's vhci_hcd\n"
+               "     --control PATH           Serve the control socket (drowsectl emu) on PATH\n"
                "     --vhci-controller N      Use only vhci_hcd controller N for --attach\n"
                "     --log-level LEVEL        debug, info, notice, warning or err\n"
                "  -h --help                   Show this help\n"
@@ -34,6 +35,7 @@ static void help(void) {
 
 enum {
         ARG_NO_LISTEN = 0x100,
+        ARG_CONTROL,
         ARG_VHCI_CONTROLLER,
         ARG_LOG_LEVEL,
         ARG_VERSION,
@@ -48,6 +50,7 @@ static int parse_argv(int argc, char *argv[], EmuConfig *config) {
                 { "no-listen",       no_argument,       NULL, ARG_NO_LISTEN       },
                 { "attach",          no_argument,       NULL, 'a'                 },
                 { "vhci-controller", required_argument, NULL, ARG_VHCI_CONTROLLER },
+                { "control",         required_argument, NULL, ARG_CONTROL         },
                 { "log-level",       required_argument, NULL, ARG_LOG_LEVEL       },
                 { "help",            no_argument,       NULL, 'h'                 },
                 { "version",         no_argument,       NULL, ARG_VERSION         },
@@ -87,6 +90,12 @@ static int parse_argv(int argc, char *argv[], EmuConfig *config) {
                 case 'a':
                         config->attach = true;
                         break;
+                case ARG_CONTROL:
+                        free(config->control);
+                        config->control = strdup(optarg);
+                        if (!config->control)
+                                return log_oom();
+                        break;
                 case ARG_VHCI_CONTROLLER: {
                         char *end;
                         long v = strtol(optarg, &end, 10);
@@ -116,10 +125,10 @@ static int parse_argv(int argc, char *argv[], EmuConfig *config) {
 
         if (optind < argc)
                 return log_error_errno(EINVAL, "Unexpected argument '%s' (see --help)", argv[optind]);
-        if (config->n_disks == 0)
-                return log_error_errno(EINVAL, "Nothing to emulate: give at least one --disk or a --config with a "
-                                       "[disk NAME] section");
-        if (config->listen && !config->listen[0] && !config->attach)
+        if (config->n_disks == 0 && !config->control)
+                return log_error_errno(EINVAL, "Nothing to emulate: give at least one --disk, a --config with a "
+                                       "[disk NAME] section, or a --control socket to add devices later");
+        if (config->listen && !config->listen[0] && !config->attach && !config->control)
                 return log_error_errno(EINVAL, "--no-listen without --attach leaves the devices unreachable");
         return 1;
 }
@@ -130,22 +139,8 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 }
 
 static int attach_all(Server *server, const EmuConfig *config) {
-        VhciLayout layout;
-        int r;
-
-        r = vhci_read_layout(&layout);
-        if (r < 0)
-                return log_error_errno(r, "Cannot use vhci_hcd for --attach: %m%s",
-                                       r == -ENODEV ? " (load it with: modprobe vhci-hcd)" : "");
-
         for (size_t i = 0; i < server->n_exports; i++) {
-                Export *e = server->exports[i];
-                int port;
-
-                r = vhci_find_free_port(&layout, e->device->speed, config->vhci_controller, &port);
-                if (r < 0)
-                        return log_error_errno(r, "No free vhci port for %s: %m", e->device->name);
-                r = server_attach_local(server, e, port);
+                int r = server_attach_auto(server, server->exports[i], config->vhci_controller);
                 if (r < 0)
                         return r;
         }
@@ -156,6 +151,7 @@ static int run(int argc, char *argv[]) {
         _cleanup_(emu_config_done) EmuConfig config = {};
         _cleanup_(sd_event_unrefp) sd_event *event = NULL;
         _cleanup_(server_freep) Server *server = NULL;
+        _cleanup_(control_freep) Control *control = NULL; /* freed before the server it points to */
         int r;
 
         log_parse_environment();
@@ -206,6 +202,11 @@ static int run(int argc, char *argv[]) {
         }
         if (config.attach) {
                 r = attach_all(server, &config);
+                if (r < 0)
+                        return r;
+        }
+        if (config.control) {
+                r = control_new(server, config.control, &control);
                 if (r < 0)
                         return r;
         }

@@ -65,12 +65,21 @@ Export *server_find_export(Server *s, const char *busid) {
         return NULL;
 }
 
+Export *server_lookup(Server *s, const char *name_or_busid) {
+        for (size_t i = 0; i < s->n_exports; i++)
+                if (streq(s->exports[i]->device->name, name_or_busid))
+                        return s->exports[i];
+        return server_find_export(s, name_or_busid);
+}
+
 int server_add_device(Server *s, UsbDevice *d, Export **ret) {
         Export *e;
         uint32_t devnum = 1;
 
         if (s->n_exports >= SERVER_MAX_EXPORTS)
                 return -E2BIG;
+        if (server_lookup(s, d->name))
+                return -EEXIST;
         /* Lowest free device number, so busids stay stable when devices come and go. */
         for (bool taken = true; taken; ) {
                 taken = false;
@@ -274,6 +283,22 @@ int server_attach_local(Server *s, Export *e, int vhci_port) {
         log_info("%s: %s attached to vhci port %d (%s speed)", e->device->name, e->busid, vhci_port,
                  usb_speed_to_string(e->device->speed));
         return 0;
+}
+
+int server_attach_auto(Server *s, Export *e, int controller) {
+        VhciLayout layout;
+        int port, r;
+
+        r = vhci_read_layout(&layout);
+        if (r < 0)
+                return log_error_errno(r, "Cannot use vhci_hcd: %m%s",
+                                       r == -ENODEV ? " (load it with: modprobe vhci-hcd)" : "");
+        r = vhci_find_free_port(&layout, e->device->speed, controller, &port);
+        if (r < 0)
+                return log_error_errno(r, "No free %s vhci port for %s%s: %m",
+                                       usb_speed_is_super(e->device->speed) ? "SuperSpeed" : "high-speed",
+                                       e->device->name, controller >= 0 ? " on the chosen controller" : "");
+        return server_attach_local(s, e, port);
 }
 
 int server_detach_local(Server *s, Export *e) {

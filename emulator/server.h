@@ -42,9 +42,13 @@ int server_listen(Server *s, const char *address);
 int server_add_device(Server *s, UsbDevice *d, Export **ret);
 int server_remove_export(Server *s, Export *e);
 Export *server_find_export(Server *s, const char *busid);
+/* By device name ("disk0") or busid ("1-1"). */
+Export *server_lookup(Server *s, const char *name_or_busid);
 
 /* Local attach: a socketpair, one end to vhci_hcd, the other served here. */
 int server_attach_local(Server *s, Export *e, int vhci_port);
+/* The same on the first free port of the right speed, on `controller` or any when it is negative. */
+int server_attach_auto(Server *s, Export *e, int controller);
 int server_detach_local(Server *s, Export *e);
 
 void server_fill_usbip_device(const Export *e, UsbipUsbDevice *ret);

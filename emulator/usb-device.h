@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
+#include <stdio.h>
 #include <sys/types.h>
 
 #include "macro.h"
@@ -36,6 +37,9 @@ typedef struct UsbFunctionOps {
         void (*clear_halt)(void *function, uint8_t ep_address);
         void (*bus_reset)(void *function);
         void (*set_configuration)(void *function, uint8_t value);
+        /* Writes the function's own state as JSON members (`"key": value, ...`, no braces) for the
+         * control interface. */
+        void (*describe)(void *function, FILE *f);
         void (*free)(void *function);
 } UsbFunctionOps;
 

@@ -37,9 +37,19 @@ static void test_disk_spec(void) {
         ASSERT_EQ(c.disks[0].speed, USB_SPEED_SUPER);
         ASSERT_STREQ(c.disks[0].serial, "S1");
 
-        ASSERT_OK(emu_config_add_disk_spec(&c, "/tmp/b.img", &error));
+        ASSERT_OK(emu_config_add_disk_spec(&c, "/tmp/b.img,lun=/tmp/b1.img,lun=/tmp/b2.img", &error));
         ASSERT_STREQ(c.disks[1].name, "disk1");
         ASSERT_EQ(c.disks[1].speed, USB_SPEED_HIGH);
+        ASSERT_EQ(c.disks[1].n_extra_luns, 2);
+        ASSERT_STREQ(c.disks[1].lun_images[1], "/tmp/b2.img");
+
+        /* LUN 0 plus 15 more is the Bulk-Only maximum. */
+        char spec[2048] = "/tmp/many.img";
+        for (int i = 1; i <= 16; i++)
+                snprintf(spec + strlen(spec), sizeof(spec) - strlen(spec), ",lun=/tmp/l%d.img", i);
+        ASSERT_ERR(emu_config_add_disk_spec(&c, spec, &error), EINVAL);
+        ASSERT_STREQ(error, "a disk has at most 16 LUNs");
+        ASSERT_ERR(emu_config_add_disk_spec(&c, "/x,lun", &error), EINVAL);
 
         /* Each bad spec says what was wrong and adds nothing. */
         ASSERT_ERR(emu_config_add_disk_spec(&c, "size=64M", &error), EINVAL);
@@ -79,6 +89,7 @@ static void test_ini(void) {
                                          "serial = DATA1\n"
                                          "[disk boot]\n"
                                          "image = /tmp/boot.img\n"
+                                         "lun = /tmp/boot1.img\n"
                                          "read-only = yes\n",
                                          &line, &error));
         ASSERT_STREQ(c.listen, "127.0.0.1:4000");
@@ -89,6 +100,7 @@ static void test_ini(void) {
         ASSERT_EQ(c.disks[0].size, 1ull << 30);
         ASSERT_STREQ(c.disks[1].name, "boot");
         ASSERT_TRUE(c.disks[1].read_only);
+        ASSERT_EQ(c.disks[1].n_extra_luns, 1);
         emu_config_done(&c);
 
         /* The error names the line of the first problem. */

@@ -1,0 +1,175 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* drowsectl: the command-line client. Today it speaks to drowse-emu's control socket (the "emu" verbs);
+ * the policy daemon's verbs join it with drowsed. */
+
+#include <getopt.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "config.h"
+#include "log.h"
+#include "macro.h"
+
+#define DEFAULT_EMU_SOCKET "/run/drowse-emu/control"
+#define MAX_REPLY (1024 * 1024)
+
+static const char *arg_emu_socket = DEFAULT_EMU_SOCKET;
+static bool arg_json = false;
+static const char *arg_controller = NULL;
+
+static void help(void) {
+        printf("drowsectl [OPTIONS...] COMMAND ...\n\n"
+               "Emulator commands (drowse-emu --control PATH):\n"
+               "  emu list                    Show the emulated devices and their USB state\n"
+               "  emu show NAME               One device, as JSON\n"
+               "  emu add-disk SPEC           Add a disk while running (SPEC as drowse-emu --disk)\n"
+               "  emu remove NAME             Detach, disconnect and unexport a device\n"
+               "  emu attach NAME             Attach a device to this machine's vhci_hcd\n"
+               "  emu detach NAME             Detach a locally attached device\n\n"
+               "Options:\n"
+               "     --emu-socket PATH        Emulator control socket (default " DEFAULT_EMU_SOCKET ")\n"
+               "     --controller N           With emu attach: use vhci_hcd controller N\n"
+               "     --json                   Machine-readable output where there is a table\n"
+               "  -h --help                   Show this help\n"
+               "     --version                Show the version\n");
+}
+
+/* Sends one request and prints the answer. Returns 0, or a negative errno after saying what went wrong. */
+static int emu_request(const char *request) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ char *reply = NULL;
+        ssize_t n;
+
+        if (strlen(arg_emu_socket) >= sizeof(sa.sun_path))
+                return log_error_errno(ENAMETOOLONG, "Socket path too long: %s", arg_emu_socket);
+        strcpy(sa.sun_path, arg_emu_socket);
+
+        fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return log_error_errno(errno, "Cannot create socket: %m");
+        if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
+                return log_error_errno(errno, "Cannot reach drowse-emu at %s: %m (is it running with --control?)",
+                                       arg_emu_socket);
+        if (send(fd, request, strlen(request), MSG_NOSIGNAL) < 0)
+                return log_error_errno(errno, "Cannot send request: %m");
+
+        reply = malloc(MAX_REPLY + 1);
+        if (!reply)
+                return log_oom();
+        n = recv(fd, reply, MAX_REPLY, MSG_TRUNC);
+        if (n < 0)
+                return log_error_errno(errno, "No answer from drowse-emu: %m");
+        if (n == 0)
+                return log_error_errno(ECONNRESET, "drowse-emu closed the connection without an answer");
+        if (n > MAX_REPLY)
+                return log_error_errno(EMSGSIZE, "Answer larger than %d bytes", MAX_REPLY);
+        reply[n] = 0;
+
+        if (strneq(reply, "ok\n", 3)) {
+                fputs(reply + 3, stdout);
+                return 0;
+        }
+        fputs(reply, stderr);
+        return -EIO;
+}
+
+static int verb_emu(int argc, char *argv[]) {
+        char request[4096];
+        const char *verb = argc > 0 ? argv[0] : NULL;
+        int n;
+
+        if (!verb)
+                return log_error_errno(EINVAL, "emu needs a command: list, show, add-disk, remove, attach, detach");
+
+        if (streq(verb, "list")) {
+                if (argc != 1)
+                        return log_error_errno(EINVAL, "emu list takes no arguments");
+                return emu_request(arg_json ? "list-json" : "list");
+        }
+        if (streq(verb, "show") || streq(verb, "add-disk") || streq(verb, "remove") || streq(verb, "attach") ||
+            streq(verb, "detach")) {
+                if (argc != 2)
+                        return log_error_errno(EINVAL, "emu %s takes exactly one argument", verb);
+                if (streq(verb, "attach") && arg_controller)
+                        n = snprintf(request, sizeof(request), "attach %s %s", argv[1], arg_controller);
+                else
+                        n = snprintf(request, sizeof(request), "%s %s", verb, argv[1]);
+                if (n < 0 || (size_t) n >= sizeof(request))
+                        return log_error_errno(E2BIG, "Argument too long");
+                return emu_request(request);
+        }
+        return log_error_errno(EINVAL, "Unknown emu command '%s' (see --help)", verb);
+}
+
+static int parse_argv(int argc, char *argv[]) {
+        enum { ARG_EMU_SOCKET = 0x100, ARG_JSON, ARG_CONTROLLER, ARG_VERSION };
+        static const struct option options[] = {
+                { "emu-socket", required_argument, NULL, ARG_EMU_SOCKET },
+                { "controller", required_argument, NULL, ARG_CONTROLLER },
+                { "json",       no_argument,       NULL, ARG_JSON       },
+                { "help",       no_argument,       NULL, 'h'            },
+                { "version",    no_argument,       NULL, ARG_VERSION    },
+                {}
+        };
+        int c;
+
+        while ((c = getopt_long(argc, argv, "+h", options, NULL)) >= 0)
+                switch (c) {
+                case ARG_EMU_SOCKET:
+                        arg_emu_socket = optarg;
+                        break;
+                case ARG_CONTROLLER:
+                        arg_controller = optarg;
+                        break;
+                case ARG_JSON:
+                        arg_json = true;
+                        break;
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("drowsectl " PACKAGE_VERSION "\n");
+                        return 0;
+                case '?':
+                        return -EINVAL;
+                default:
+                        return log_error_errno(EINVAL, "Unhandled option");
+                }
+        return 1;
+}
+
+int main(int argc, char *argv[]) {
+        int r;
+
+        log_parse_environment();
+        /* Options may also follow the command ("drowsectl emu list --json"): parse the words after it too. */
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        if (optind >= argc) {
+                help();
+                return EXIT_FAILURE;
+        }
+
+        char *words[64];
+        int n = 0;
+        for (int i = optind; i < argc && n < (int) ELEMENTSOF(words); i++) {
+                if (streq(argv[i], "--json"))
+                        arg_json = true;
+                else if (strneq(argv[i], "--controller=", 13))
+                        arg_controller = argv[i] + 13;
+                else if (streq(argv[i], "--controller") && i + 1 < argc)
+                        arg_controller = argv[++i];
+                else
+                        words[n++] = argv[i];
+        }
+
+        if (n > 0 && streq(words[0], "emu"))
+                r = verb_emu(n - 1, words + 1);
+        else
+                r = log_error_errno(EINVAL, "Unknown command '%s' (see --help)", n > 0 ? words[0] : "");
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
