@@ -27,7 +27,11 @@ static void help(void) {
                "  emu add-disk SPEC           Add a disk while running (SPEC as drowse-emu --disk)\n"
                "  emu remove NAME             Detach, disconnect and unexport a device\n"
                "  emu attach NAME             Attach a device to this machine's vhci_hcd\n"
-               "  emu detach NAME             Detach a locally attached device\n\n"
+               "  emu detach NAME             Detach a locally attached device\n"
+               "  emu plug NAME               Plug a hub's child back into its port\n"
+               "  emu unplug NAME             Unplug a hub's child (the hub reports the disconnect)\n"
+               "  emu wakeup NAME [force]     The device signals remote wakeup through its hub\n"
+               "  emu type NAME TEXT          Type TEXT on an emulated keyboard\n\n"
                "Options:\n"
                "     --emu-socket PATH        Emulator control socket (default " DEFAULT_EMU_SOCKET ")\n"
                "     --controller N           With emu attach: use vhci_hcd controller N\n"
@@ -89,8 +93,22 @@ static int verb_emu(int argc, char *argv[]) {
                         return log_error_errno(EINVAL, "emu list takes no arguments");
                 return emu_request(arg_json ? "list-json" : "list");
         }
+        if (streq(verb, "wakeup") && argc == 3 && streq(argv[2], "force")) {
+                n = snprintf(request, sizeof(request), "wakeup %s force", argv[1]);
+                if (n < 0 || (size_t) n >= sizeof(request))
+                        return log_error_errno(E2BIG, "Argument too long");
+                return emu_request(request);
+        }
+        if (streq(verb, "type")) {
+                if (argc != 3)
+                        return log_error_errno(EINVAL, "emu type takes a keyboard and the text to type");
+                n = snprintf(request, sizeof(request), "type %s %s", argv[1], argv[2]);
+                if (n < 0 || (size_t) n >= sizeof(request))
+                        return log_error_errno(E2BIG, "Text too long");
+                return emu_request(request);
+        }
         if (streq(verb, "show") || streq(verb, "add-disk") || streq(verb, "remove") || streq(verb, "attach") ||
-            streq(verb, "detach")) {
+            streq(verb, "detach") || streq(verb, "plug") || streq(verb, "unplug") || streq(verb, "wakeup")) {
                 if (argc != 2)
                         return log_error_errno(EINVAL, "emu %s takes exactly one argument", verb);
                 if (streq(verb, "attach") && arg_controller)

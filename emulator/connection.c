@@ -38,14 +38,21 @@ static void tx_item_free(Connection *c, TxItem *t) {
         free(t);
 }
 
+/* Asks epoll for what we need now. Inside the I/O handler this waits until the handler is done (it
+ * writes replies itself), and nothing is asked twice: each change is an epoll_ctl() on the URB path. */
 static void update_events(Connection *c) {
         uint32_t events = 0;
 
+        if (c->dispatching)
+                return;
         if (!c->reading_paused && !c->closing)
                 events |= EPOLLIN;
         if (c->tx_head)
                 events |= EPOLLOUT;
-        (void) sd_event_source_set_io_events(c->io_source, events);
+        if (events == c->events)
+                return;
+        if (sd_event_source_set_io_events(c->io_source, events) >= 0)
+                c->events = events;
 }
 
 static void expect_header(Connection *c, size_t n) {
@@ -179,9 +186,13 @@ static int handle_devlist(Connection *c) {
         size_t size = USBIP_OP_COMMON_SIZE + 4;
         uint8_t *blob, *p;
 
+        size_t n = 0;
         for (size_t i = 0; i < s->n_exports; i++) {
                 const UsbConfigDesc *cfg = s->exports[i]->device->desc.configs;
+                if (s->exports[i]->local_only)
+                        continue;
                 size += USBIP_USB_DEVICE_SIZE + (size_t) cfg->bNumInterfaces * USBIP_USB_INTERFACE_SIZE;
+                n++;
         }
         blob = malloc(size);
         if (!blob)
@@ -189,13 +200,15 @@ static int handle_devlist(Connection *c) {
 
         usbip_op_common_encode(blob, &(UsbipOpCommon) {
                 .version = USBIP_VERSION, .code = USBIP_OP_REP_DEVLIST, .status = USBIP_ST_OK });
-        put_be32(blob + USBIP_OP_COMMON_SIZE, (uint32_t) s->n_exports);
+        put_be32(blob + USBIP_OP_COMMON_SIZE, (uint32_t) n);
         p = blob + USBIP_OP_COMMON_SIZE + 4;
         for (size_t i = 0; i < s->n_exports; i++) {
                 const Export *e = s->exports[i];
                 const UsbConfigDesc *cfg = e->device->desc.configs;
                 UsbipUsbDevice d;
 
+                if (e->local_only)
+                        continue;
                 server_fill_usbip_device(e, &d);
                 usbip_usb_device_encode(p, &d);
                 p += USBIP_USB_DEVICE_SIZE;
@@ -209,7 +222,7 @@ static int handle_devlist(Connection *c) {
                         p += USBIP_USB_INTERFACE_SIZE;
                 }
         }
-        log_info("%s: listed %zu device(s)", c->peer, s->n_exports);
+        log_info("%s: listed %zu device(s)", c->peer, n);
         return send_blob(c, blob, size) < 0 ? -ENOMEM : 1;
 }
 
@@ -222,6 +235,11 @@ static int handle_import(Connection *c, const char *busid) {
         if (!e) {
                 log_warning("%s: import of unknown device %s refused", c->peer, busid);
                 status = USBIP_ST_NODEV;
+        } else if (e->local_only) {
+                log_warning("%s: import of %s refused: hubs and the devices behind them need local attach "
+                            "(vhci routes by root port number, which only drowse-emu --attach controls)",
+                            c->peer, busid);
+                status = USBIP_ST_NA;
         } else if (e->connection) {
                 log_warning("%s: import of %s refused: already imported by %s", c->peer, busid,
                             e->connection->peer);
@@ -291,12 +309,12 @@ static int submit_urb(Connection *c, Urb *u) {
 
         c->submits++;
         (void) sd_event_now(c->server->event, CLOCK_MONOTONIC, &now);
-        r = usb_device_submit(c->export->device, u, now);
+        r = usb_device_submit(export_target(c->export), u, now);
         if (r < 0) {
                 c->urb_bytes -= u->length;
                 urb_free(u);
                 return log_warning_errno(r, "%s: %s has too many URBs waiting (%u): a broken or hostile client",
-                                         c->peer, c->export->device->name, c->export->device->n_pending);
+                                         c->peer, export_target(c->export)->name, export_target(c->export)->n_pending);
         }
         return 0;
 }
@@ -323,7 +341,7 @@ static int handle_urb_header(Connection *c) {
                         return log_warning_errno(EPROTO, "%s: isochronous CMD_SUBMIT (%d packets) to endpoint %u, "
                                                  "which is not isochronous", c->peer,
                                                  h.u.cmd_submit.number_of_packets, h.ep);
-                if (usb_device_find_pending(c->export->device, h.seqnum))
+                if (usb_device_find_pending(export_target(c->export), h.seqnum))
                         return log_warning_errno(EPROTO, "%s: CMD_SUBMIT reuses seqnum %u of a waiting URB",
                                                  c->peer, h.seqnum);
                 if (c->urb_bytes + length > CONNECTION_MAX_URB_BYTES)
@@ -358,7 +376,11 @@ static int handle_urb_header(Connection *c) {
         }
 
         case USBIP_CMD_UNLINK: {
-                Urb *u = usb_device_unlink(c->export->device, h.u.cmd_unlink.seqnum);
+                Urb *u = usb_device_unlink(export_target(c->export), h.u.cmd_unlink.seqnum);
+                if (!u && c->export->zombie)
+                        u = usb_device_unlink(c->export->zombie == export_target(c->export) ? c->export->device
+                                                                                              : c->export->zombie,
+                                              h.u.cmd_unlink.seqnum);
                 c->unlinks++;
                 if (u) {
                         c->urb_bytes -= u->length;
@@ -411,10 +433,12 @@ static int receive(Connection *c) {
                         return -ECONNRESET;
                 }
 
+                /* A short read means the socket is drained: wait for epoll rather than read() once more
+                 * only to hear EAGAIN. */
                 if (c->rx_payload_need > 0) {
                         c->rx_payload_got += (size_t) k;
                         if (c->rx_payload_got < c->rx_payload_need)
-                                continue;
+                                return 0;
                         Urb *u = TAKE_PTR(c->rx_urb);
                         expect_header(c, USBIP_HEADER_SIZE);
                         r = submit_urb(c, u);
@@ -422,7 +446,7 @@ static int receive(Connection *c) {
                 } else {
                         c->rx_header_got += (size_t) k;
                         if (c->rx_header_got < c->rx_header_need)
-                                continue;
+                                return 0;
                         if (c->phase == CONNECTION_PHASE_OP) {
                                 size_t before = c->rx_header_need;
                                 r = handle_op_header(c);
@@ -443,6 +467,7 @@ static int on_io(sd_event_source *source, int fd, uint32_t revents, void *userda
         Connection *c = userdata;
         int r = 0;
 
+        c->dispatching = true;
         if ((revents & EPOLLIN) && !c->closing) {
                 r = receive(c);
                 if (r == 1) {
@@ -461,6 +486,7 @@ static int on_io(sd_event_source *source, int fd, uint32_t revents, void *userda
         if (r >= 0 && (revents & (EPOLLHUP | EPOLLERR)) && !(revents & EPOLLIN))
                 r = -ECONNRESET;
 
+        c->dispatching = false;
         if (r < 0)
                 connection_free(c);
         else
@@ -536,6 +562,8 @@ Connection *connection_free(Connection *c) {
         }
         if (c->export) {
                 usb_device_drop_pending(c->export->device);
+                if (c->export->zombie)
+                        usb_device_drop_pending(c->export->zombie);
                 c->export->connection = NULL;
         }
 

@@ -55,6 +55,8 @@ struct Connection {
         size_t urb_bytes;           /* data buffers of URBs this connection owns */
         bool reading_paused;        /* too much reply data queued */
         bool closing;               /* last reply queued; close once it is written */
+        bool dispatching;           /* inside on_io(): it writes and updates events itself */
+        uint32_t events;            /* what epoll watches now */
 
         uint64_t submits, unlinks;
 

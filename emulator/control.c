@@ -12,6 +12,8 @@
 #include "disk.h"
 #include "emu-config.h"
 #include "json.h"
+#include "keyboard.h"
+#include "tree.h"
 #include "log.h"
 
 typedef struct ControlClient ControlClient;
@@ -48,7 +50,9 @@ static ControlClient *client_free(ControlClient *cc) {
 }
 
 static const char *attachment(const Export *e, char *buf, size_t size) {
-        if (e->vhci_port >= 0)
+        if (e->hub_export)
+                snprintf(buf, size, "%s port %u", e->hub_export->device->name, e->hub_port);
+        else if (e->vhci_port >= 0)
                 snprintf(buf, size, "vhci port %d", e->vhci_port);
         else if (e->connection)
                 snprintf(buf, size, "%s", e->connection->peer);
@@ -65,6 +69,14 @@ static uint64_t idle_ms(const Server *s, const UsbDevice *d) {
         return (now - d->last_urb_usec) / 1000;
 }
 
+static uint64_t idle_since_ms(const Server *s, uint64_t since) {
+        uint64_t now = 0;
+
+        if (sd_event_now(s->event, CLOCK_MONOTONIC, &now) < 0 || now < since)
+                return 0;
+        return (now - since) / 1000;
+}
+
 static void describe_json(Server *s, const Export *e, FILE *f) {
         const UsbDevice *d = e->device;
         const UsbDeviceStats *st = &d->stats;
@@ -77,8 +89,19 @@ static void describe_json(Server *s, const Export *e, FILE *f) {
         json_write_string(f, usb_speed_to_string(d->speed));
         fprintf(f, ", \"state\": ");
         json_write_string(f, usb_device_state_to_string(d->state));
-        fprintf(f, ", \"configuration\": %u, \"remote_wakeup\": %s, \"vhci_port\": %d, \"importer\": ",
-                d->configuration, d->remote_wakeup ? "true" : "false", e->vhci_port);
+        fprintf(f, ", \"configuration\": %u, \"remote_wakeup\": %s, \"link\": ", d->configuration,
+                d->remote_wakeup ? "true" : "false");
+        json_write_string(f, usb_link_state_to_string(d->link));
+        fprintf(f, ", \"link_since_ms\": %" PRIu64 ", \"suspends\": %" PRIu64 ", \"resumes\": %" PRIu64
+                ", \"wakeups_signalled\": %" PRIu64 ", \"vhci_port\": %d, \"hub\": ",
+                d->link_since_usec ? idle_since_ms(s, d->link_since_usec) : 0, d->suspends, d->resumes,
+                d->wakeups_signalled, e->vhci_port);
+        if (e->hub_export) {
+                json_write_string(f, e->hub_export->device->name);
+                fprintf(f, ", \"hub_port\": %u", e->hub_port);
+        } else
+                fputs("null", f);
+        fputs(", \"importer\": ", f);
         if (e->connection)
                 json_write_string(f, e->connection->peer);
         else
@@ -180,15 +203,17 @@ int control_handle(Server *s, const char *request, FILE *f) {
         if (streq(verb, "list")) {
                 char buf[64];
                 fputs("ok\n", f);
-                fprintf(f, "%-12s %-6s %-6s %-11s %-3s %-24s %9s %8s %7s\n", "NAME", "BUSID", "SPEED", "STATE",
-                        "RW", "ATTACHED", "URBS", "RESUMES", "IDLE_S");
+                fprintf(f, "%-12s %-6s %-6s %-11s %-10s %-3s %-24s %9s %8s %7s\n", "NAME", "BUSID", "SPEED",
+                        "STATE", "LINK", "RW", "ATTACHED", "URBS", "RESUMES", "IDLE_S");
                 for (size_t i = 0; i < s->n_exports; i++) {
                         const Export *x = s->exports[i];
                         const UsbDevice *d = x->device;
-                        fprintf(f, "%-12s %-6s %-6s %-11s %-3s %-24s %9" PRIu64 " %8" PRIu64 " %7.1f\n", d->name,
-                                x->busid, usb_speed_to_string(d->speed), usb_device_state_to_string(d->state),
+                        fprintf(f, "%-12s %-6s %-6s %-11s %-10s %-3s %-24s %9" PRIu64 " %8" PRIu64 " %7.1f\n",
+                                d->name, x->busid, usb_speed_to_string(d->speed),
+                                usb_device_state_to_string(d->state), usb_link_state_to_string(d->link),
                                 d->remote_wakeup ? "on" : "off", attachment(x, buf, sizeof(buf)), d->stats.urbs,
-                                d->stats.resumes_inferred, (double) idle_ms(s, d) / 1000);
+                                x->hub_export ? d->resumes : d->stats.resumes_inferred,
+                                (double) idle_ms(s, d) / 1000);
                 }
                 return 0;
         }
@@ -216,10 +241,64 @@ int control_handle(Server *s, const char *request, FILE *f) {
                         return reply_error(f, -EINVAL, "%s", "usage: add-disk PATH[,OPTION...]");
                 return handle_add_disk(s, arg, f);
         }
+        if (streq(verb, "plug") || streq(verb, "unplug")) {
+                e = lookup(s, arg, f);
+                if (!e)
+                        return -ENOENT;
+                if (!e->hub_export)
+                        return reply_error(f, -EINVAL, "'%s' is not behind a hub (detach and attach a root-port "
+                                           "device instead)", arg);
+                r = verb[0] == 'p' ? tree_plug(e) : tree_unplug(e);
+                if (r == -EALREADY)
+                        return reply_error(f, r, "'%s' is already %s", arg, verb[0] == 'p' ? "plugged" : "unplugged");
+                if (r < 0)
+                        return reply_error(f, r, "%s failed: %s", verb, strerror(-r));
+                fputs("ok\n", f);
+                return 0;
+        }
+        if (streq(verb, "wakeup")) {
+                char *name = strtok_r(arg, " ", &save), *flag = strtok_r(NULL, " ", &save);
+                bool force = flag && streq(flag, "force");
+
+                e = lookup(s, name, f);
+                if (!e)
+                        return -ENOENT;
+                r = usb_device_signal_wakeup(e->device, force);
+                if (r < 0)
+                        return reply_error(f, r, "%s", r == -EAGAIN ? "the device is not suspended" :
+                                                       r == -EPERM ? "the host has not armed remote wakeup "
+                                                                     "(wakeup NAME force signals anyway)" :
+                                                       r == -EOPNOTSUPP ? "only a device behind a hub can signal "
+                                                                          "wakeup over vhci" :
+                                                       strerror(-r));
+                fputs("ok\n", f);
+                return 0;
+        }
+        if (streq(verb, "type")) {
+                char *name = strtok_r(arg, " ", &save), *text = strtok_r(NULL, "", &save);
+                Keyboard *k;
+
+                e = lookup(s, name, f);
+                if (!e)
+                        return -ENOENT;
+                k = keyboard_from_device(e->device);
+                if (!k)
+                        return reply_error(f, -EINVAL, "'%s' is not a keyboard", name);
+                r = keyboard_type(k, text ?: "");
+                if (r < 0)
+                        return reply_error(f, r, "%s", r == -EINVAL ? "a character has no key on a US keyboard"
+                                                                    : "too much typing queued");
+                fprintf(f, "ok\n%d keys\n", r);
+                return 0;
+        }
         if (streq(verb, "remove")) {
                 e = lookup(s, arg, f);
                 if (!e)
                         return -ENOENT;
+                if (tree_is_hub(e))
+                        for (size_t i = 0; i < s->n_exports; i++)
+                                if (s->exports[i]->hub_export == e)
+                                        return reply_error(f, -EBUSY, "remove the devices on '%s' first", arg);
                 log_info("%s: removed at run time", e->device->name);
                 r = server_remove_export(s, e);
                 if (r < 0)
@@ -243,6 +322,8 @@ int control_handle(Server *s, const char *request, FILE *f) {
                 }
                 if (e->connection)
                         return reply_error(f, -EBUSY, "already in use by %s", e->connection->peer);
+                if (e->local_only)
+                        return reply_error(f, -EINVAL, "'%s' is part of a hub tree, attached with its hub", name);
                 r = server_attach_auto(s, e, controller);
                 if (r < 0)
                         return reply_error(f, r, "attach failed: %s (see the emulator's log)", strerror(-r));
@@ -262,7 +343,7 @@ int control_handle(Server *s, const char *request, FILE *f) {
                 return 0;
         }
         return reply_error(f, -EOPNOTSUPP, "unknown request '%s' (list, list-json, show, add-disk, remove, attach, "
-                           "detach, version)", verb);
+                           "detach, plug, unplug, wakeup, type, version)", verb);
 }
 
 static int on_client(sd_event_source *source, int fd, uint32_t revents, void *userdata) {

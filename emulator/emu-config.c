@@ -17,12 +17,19 @@ static void disk_config_done(DiskConfig *d) {
         free(d->vendor);
         free(d->product);
         free(d->serial);
+        free(d->hub);
         *d = (DiskConfig) {};
 }
 
 void emu_config_done(EmuConfig *c) {
         for (size_t i = 0; i < c->n_disks; i++)
                 disk_config_done(&c->disks[i]);
+        for (size_t i = 0; i < c->n_hubs; i++)
+                free(c->hubs[i].name);
+        for (size_t i = 0; i < c->n_keyboards; i++) {
+                free(c->keyboards[i].name);
+                free(c->keyboards[i].hub);
+        }
         free(c->listen);
         free(c->control);
         *c = (EmuConfig) {};
@@ -99,6 +106,37 @@ static int set_string(char **field, const char *value, size_t max, const char **
         free(*field);
         *field = copy;
         return 0;
+}
+
+static int parse_port(const char *value, unsigned *ret, const char **ret_error) {
+        char *end;
+        unsigned long v;
+
+        if (!value || !*value) {
+                *ret_error = "port needs a number";
+                return -EINVAL;
+        }
+        v = strtoul(value, &end, 10);
+        if (*end || v < 1 || v > 15) {
+                *ret_error = "port must be a hub port number from 1 to 15";
+                return -EINVAL;
+        }
+        *ret = (unsigned) v;
+        return 0;
+}
+
+/* Every device name is unique: the control interface and the logs address devices by name. */
+static bool name_taken(const EmuConfig *c, const char *name) {
+        for (size_t i = 0; i < c->n_disks; i++)
+                if (c->disks[i].name && streq(c->disks[i].name, name))
+                        return true;
+        for (size_t i = 0; i < c->n_hubs; i++)
+                if (streq(c->hubs[i].name, name))
+                        return true;
+        for (size_t i = 0; i < c->n_keyboards; i++)
+                if (streq(c->keyboards[i].name, name))
+                        return true;
+        return false;
 }
 
 static DiskConfig *new_disk(EmuConfig *c, const char **ret_error) {
@@ -182,6 +220,10 @@ static int disk_set(DiskConfig *d, const char *key, const char *value, const cha
                 return set_string(&d->serial, value, 64, ret_error, "serial is at most 64 characters");
         if (streq(key, "name"))
                 return set_string(&d->name, value, 64, ret_error, "name is at most 64 characters");
+        if (streq(key, "hub"))
+                return set_string(&d->hub, value, 64, ret_error, "hub name is at most 64 characters");
+        if (streq(key, "port"))
+                return parse_port(value, &d->port, ret_error);
         *ret_error = "unknown disk option";
         return -EINVAL;
 }
@@ -199,12 +241,183 @@ static int disk_finish(EmuConfig *c, DiskConfig *d, const char **ret_error) {
                 if (!d->name)
                         return -ENOMEM;
         }
-        for (size_t i = 0; i < c->n_disks; i++)
-                if (streq(c->disks[i].name, d->name)) {
-                        *ret_error = "two disks have the same name";
+        if (name_taken(c, d->name)) {
+                *ret_error = "two devices have the same name";
+                return -EINVAL;
+        }
+        c->n_disks++;
+        return 0;
+}
+
+static bool valid_name(const char *s) {
+        if (!*s || strlen(s) > 32)
+                return false;
+        for (; *s; s++)
+                if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+                      *s == '-' || *s == '_'))
+                        return false;
+        return true;
+}
+
+/* Finds the hub or keyboard of that name, or makes a new one. */
+static HubConfig *hub_get(EmuConfig *c, const char *name, const char **ret_error) {
+        for (size_t i = 0; i < c->n_hubs; i++)
+                if (streq(c->hubs[i].name, name))
+                        return &c->hubs[i];
+        if (!valid_name(name)) {
+                *ret_error = "a name is 1-32 letters, digits, '-' or '_'";
+                return NULL;
+        }
+        if (name_taken(c, name)) {
+                *ret_error = "two devices have the same name";
+                return NULL;
+        }
+        if (c->n_hubs >= EMU_CONFIG_MAX_HUBS) {
+                *ret_error = "too many hubs (8 vhci controllers, one hub tree each)";
+                return NULL;
+        }
+        HubConfig *h = &c->hubs[c->n_hubs];
+        *h = (HubConfig) { .name = strdup(name), .ports = 4, .controller = -1 };
+        if (!h->name) {
+                *ret_error = "out of memory";
+                return NULL;
+        }
+        c->n_hubs++;
+        return h;
+}
+
+static KeyboardConfig *keyboard_get(EmuConfig *c, const char *name, const char **ret_error) {
+        for (size_t i = 0; i < c->n_keyboards; i++)
+                if (streq(c->keyboards[i].name, name))
+                        return &c->keyboards[i];
+        if (!valid_name(name)) {
+                *ret_error = "a name is 1-32 letters, digits, '-' or '_'";
+                return NULL;
+        }
+        if (name_taken(c, name)) {
+                *ret_error = "two devices have the same name";
+                return NULL;
+        }
+        if (c->n_keyboards >= EMU_CONFIG_MAX_KEYBOARDS) {
+                *ret_error = "too many keyboards";
+                return NULL;
+        }
+        KeyboardConfig *k = &c->keyboards[c->n_keyboards];
+        *k = (KeyboardConfig) { .name = strdup(name) };
+        if (!k->name) {
+                *ret_error = "out of memory";
+                return NULL;
+        }
+        c->n_keyboards++;
+        return k;
+}
+
+static int hub_set(HubConfig *h, const char *key, const char *value, const char **ret_error) {
+        if (streq(key, "ports")) {
+                char *end;
+                unsigned long v = value ? strtoul(value, &end, 10) : 0;
+                if (!value || *end || v < 1 || v > 15) {
+                        *ret_error = "ports must be from 1 to 15 (vhci has 15 root ports to carry them)";
                         return -EINVAL;
                 }
-        c->n_disks++;
+                h->ports = (unsigned) v;
+                return 0;
+        }
+        if (streq(key, "wakeup")) {
+                int r = value ? parse_bool(value) : 1;
+                if (r < 0) {
+                        *ret_error = "expected a boolean (yes/no)";
+                        return -EINVAL;
+                }
+                h->wakeup = r;
+                return 0;
+        }
+        if (streq(key, "controller")) {
+                char *end;
+                long v = value ? strtol(value, &end, 10) : -1;
+                if (!value || !*value || *end || v < 0 || v > 127) {
+                        *ret_error = "controller expects a vhci controller number from 0 to 127";
+                        return -EINVAL;
+                }
+                h->controller = (int) v;
+                return 0;
+        }
+        *ret_error = "unknown hub option (ports, wakeup, controller)";
+        return -EINVAL;
+}
+
+static int keyboard_set(KeyboardConfig *k, const char *key, const char *value, const char **ret_error) {
+        if (streq(key, "hub")) {
+                if (!value || !*value) {
+                        *ret_error = "hub needs a name";
+                        return -EINVAL;
+                }
+                return set_string(&k->hub, value, 64, ret_error, "hub name is at most 64 characters");
+        }
+        if (streq(key, "port"))
+                return parse_port(value, &k->port, ret_error);
+        *ret_error = "unknown keyboard option (hub, port)";
+        return -EINVAL;
+}
+
+typedef void *(*GetFunc)(EmuConfig *c, const char *name, const char **ret_error);
+typedef int (*SetFunc)(void *obj, const char *key, const char *value, const char **ret_error);
+
+/* "NAME,key=value,flag,..." for hubs and keyboards. */
+static int add_named_spec(EmuConfig *c, const char *spec, GetFunc get, SetFunc set, const char **ret_error) {
+        _cleanup_free_ char *copy = strdup(spec);
+        char *save = NULL, *tok;
+        void *obj;
+        int r = 0;
+
+        if (!copy)
+                return -ENOMEM;
+        tok = strtok_r(copy, ",", &save);
+        if (!tok || strchr(tok, '=')) {
+                *ret_error = "the spec starts with the device's name";
+                return -EINVAL;
+        }
+        obj = get(c, tok, ret_error);
+        if (!obj)
+                return -EINVAL;
+        while (r >= 0 && (tok = strtok_r(NULL, ",", &save))) {
+                char *eq = strchr(tok, '=');
+                if (eq)
+                        *eq = 0;
+                r = set(obj, tok, eq ? eq + 1 : NULL, ret_error);
+        }
+        return r;
+}
+
+int emu_config_add_hub_spec(EmuConfig *c, const char *spec, const char **ret_error) {
+        return add_named_spec(c, spec, (GetFunc) hub_get, (SetFunc) hub_set, ret_error);
+}
+
+int emu_config_add_keyboard_spec(EmuConfig *c, const char *spec, const char **ret_error) {
+        return add_named_spec(c, spec, (GetFunc) keyboard_get, (SetFunc) keyboard_set, ret_error);
+}
+
+static bool hub_known(const EmuConfig *c, const char *name) {
+        for (size_t i = 0; i < c->n_hubs; i++)
+                if (streq(c->hubs[i].name, name))
+                        return true;
+        return false;
+}
+
+int emu_config_check(const EmuConfig *c, const char **ret_error) {
+        for (size_t i = 0; i < c->n_disks; i++)
+                if ((c->disks[i].hub && !hub_known(c, c->disks[i].hub)) || (!c->disks[i].hub && c->disks[i].port)) {
+                        *ret_error = c->disks[i].hub ? "a disk names a hub that does not exist"
+                                                     : "port= needs hub=";
+                        return -EINVAL;
+                }
+        for (size_t i = 0; i < c->n_keyboards; i++)
+                if ((c->keyboards[i].hub && !hub_known(c, c->keyboards[i].hub)) ||
+                    (!c->keyboards[i].hub && c->keyboards[i].port)) {
+                        *ret_error = c->keyboards[i].hub ? "a keyboard names a hub that does not exist"
+                                                         : "port= needs hub=";
+                        return -EINVAL;
+                }
         return 0;
 }
 
@@ -332,6 +545,21 @@ static int on_ini(void *userdata, const char *section, const char *key, const ch
         if (r < 0)
                 goto fail;
 
+        if (strneq(section, "hub ", 4) || strneq(section, "keyboard ", 9)) {
+                bool hub = section[0] == 'h';
+                const char *name = section + (hub ? 4 : 9);
+                void *obj = hub ? (void *) hub_get(p->config, name, &p->error)
+                                : (void *) keyboard_get(p->config, name, &p->error);
+                if (!obj) {
+                        r = -EINVAL;
+                        goto fail;
+                }
+                r = hub ? hub_set(obj, key, value, &p->error) : keyboard_set(obj, key, value, &p->error);
+                if (r < 0)
+                        goto fail;
+                return 1;
+        }
+
         if (streq(section, "emulator")) {
                 if (streq(key, "listen")) {
                         r = set_string(&p->config->listen, value, 255, &p->error, "listen address too long");
@@ -370,7 +598,7 @@ static int on_ini(void *userdata, const char *section, const char *key, const ch
                 r = -EINVAL;
                 goto fail;
         }
-        p->error = "unknown section (expected [emulator] or [disk NAME])";
+        p->error = "unknown section (expected [emulator], [disk NAME], [hub NAME] or [keyboard NAME])";
         r = -EINVAL;
 fail:
         p->r = r;

@@ -23,7 +23,25 @@ typedef struct DiskConfig {
         char *vendor;      /* SCSI INQUIRY vendor, 8 characters at most */
         char *product;     /* SCSI INQUIRY product and USB product string, 16 characters at most */
         char *serial;      /* USB iSerialNumber and SCSI unit serial number */
+        char *hub;         /* plugged into this hub, or NULL for a root port */
+        unsigned port;     /* hub port, 0 = the lowest free */
 } DiskConfig;
+
+#define EMU_CONFIG_MAX_HUBS 8
+#define EMU_CONFIG_MAX_KEYBOARDS 16
+
+typedef struct HubConfig {
+        char *name;
+        unsigned ports;    /* 1..15, default 4 */
+        bool wakeup;       /* advertise remote wakeup (the kernel then autosuspends the hub) */
+        int controller;    /* vhci controller, -1 = the first free */
+} HubConfig;
+
+typedef struct KeyboardConfig {
+        char *name;
+        char *hub;
+        unsigned port;
+} KeyboardConfig;
 
 typedef struct EmuConfig {
         char *listen;      /* NULL: default, "" after --no-listen */
@@ -32,6 +50,10 @@ typedef struct EmuConfig {
         int vhci_controller; /* -1: any */
         DiskConfig disks[EMU_CONFIG_MAX_DISKS];
         size_t n_disks;
+        HubConfig hubs[EMU_CONFIG_MAX_HUBS];
+        size_t n_hubs;
+        KeyboardConfig keyboards[EMU_CONFIG_MAX_KEYBOARDS];
+        size_t n_keyboards;
 } EmuConfig;
 
 void emu_config_init(EmuConfig *c);
@@ -40,6 +62,13 @@ void emu_config_done(EmuConfig *c);
 /* "PATH[,lun=PATH...][,size=SIZE][,ro][,removable][,speed=high|super][,vendor=V][,product=P][,serial=S][,name=N]".
  * On error, *ret_error names what was wrong (static text) and the return is -EINVAL. */
 int emu_config_add_disk_spec(EmuConfig *c, const char *spec, const char **ret_error);
+
+/* "NAME[,ports=N][,wakeup][,controller=C]" and "NAME[,hub=HUB][,port=P]". */
+int emu_config_add_hub_spec(EmuConfig *c, const char *spec, const char **ret_error);
+int emu_config_add_keyboard_spec(EmuConfig *c, const char *spec, const char **ret_error);
+
+/* After everything is parsed: every hub= names a hub. */
+int emu_config_check(const EmuConfig *c, const char **ret_error);
 
 /* INI topology file. On error *ret_line is the line number (0 when the file could not be read) and
  * *ret_error says what was wrong. */

@@ -10,6 +10,10 @@
 #include "control.h"
 #include "disk.h"
 #include "emu-config.h"
+#include "hub.h"
+#include "keyboard.h"
+#include "tree.h"
+#include "vhci-attach.h"
 #include "log.h"
 #include "server.h"
 
@@ -22,6 +26,11 @@ static void help(void) {
                "                              Options: size=SIZE (create sparse if missing), ro,\n"
                "                              removable, speed=high|super|full, vendor=V, product=P,\n"
                "                              serial=S, name=N, follow-symlinks\n"
+               "     --hub NAME[,OPTION...]   A USB 2.0 hub (needs --attach). Options: ports=N (1-15,\n"
+               "                              default 4), wakeup, controller=N\n"
+               "     --keyboard NAME[,hub=H][,port=P]\n"
+               "                              A HID boot keyboard (remote wakeup needs a hub)\n"
+               "                              Disks take hub=H and port=P too.\n"
                "  -c --config FILE            Read the topology from an INI file (drowse-emu(8))\n"
                "  -l --listen ADDR[:PORT]     Listen for USB/IP clients (default " DEFAULT_LISTEN ")\n"
                "     --no-listen              Do not listen on TCP\n"
@@ -35,6 +44,8 @@ static void help(void) {
 
 enum {
         ARG_NO_LISTEN = 0x100,
+        ARG_HUB,
+        ARG_KEYBOARD,
         ARG_CONTROL,
         ARG_VHCI_CONTROLLER,
         ARG_LOG_LEVEL,
@@ -46,6 +57,8 @@ static int parse_argv(int argc, char *argv[], EmuConfig *config) {
         static const struct option options[] = {
                 { "disk",            required_argument, NULL, 'd'                 },
                 { "config",          required_argument, NULL, 'c'                 },
+                { "hub",             required_argument, NULL, ARG_HUB             },
+                { "keyboard",        required_argument, NULL, ARG_KEYBOARD        },
                 { "listen",          required_argument, NULL, 'l'                 },
                 { "no-listen",       no_argument,       NULL, ARG_NO_LISTEN       },
                 { "attach",          no_argument,       NULL, 'a'                 },
@@ -66,6 +79,16 @@ static int parse_argv(int argc, char *argv[], EmuConfig *config) {
                         r = emu_config_add_disk_spec(config, optarg, &error);
                         if (r < 0)
                                 return log_error_errno(r, "--disk %s: %s", optarg, r == -ENOMEM ? "out of memory" : error);
+                        break;
+                case ARG_HUB:
+                        r = emu_config_add_hub_spec(config, optarg, &error);
+                        if (r < 0)
+                                return log_error_errno(r, "--hub %s: %s", optarg, error);
+                        break;
+                case ARG_KEYBOARD:
+                        r = emu_config_add_keyboard_spec(config, optarg, &error);
+                        if (r < 0)
+                                return log_error_errno(r, "--keyboard %s: %s", optarg, error);
                         break;
                 case 'c':
                         r = emu_config_load_file(config, optarg, &line, &error);
@@ -125,7 +148,13 @@ static int parse_argv(int argc, char *argv[], EmuConfig *config) {
 
         if (optind < argc)
                 return log_error_errno(EINVAL, "Unexpected argument '%s' (see --help)", argv[optind]);
-        if (config->n_disks == 0 && !config->control)
+        r = emu_config_check(config, &error);
+        if (r < 0)
+                return log_error_errno(r, "Bad topology: %s", error);
+        if (config->n_hubs > 0 && !config->attach)
+                return log_error_errno(EINVAL, "Hubs need --attach: vhci routes a hub's children by root port "
+                                       "number, which only a local attach chooses (see drowse-emu(8), HUBS)");
+        if (config->n_disks == 0 && config->n_keyboards == 0 && !config->control)
                 return log_error_errno(EINVAL, "Nothing to emulate: give at least one --disk, a --config with a "
                                        "[disk NAME] section, or a --control socket to add devices later");
         if (config->listen && !config->listen[0] && !config->attach && !config->control)
@@ -138,12 +167,77 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         return sd_event_exit(sd_event_source_get_event(s), 0);
 }
 
+/* Plain devices go on controllers no hub tree uses: vhci's single resume timer per root hub must not
+ * be shared between a tree and other suspendable root-port devices (kernel-deep-dive §2.6). */
 static int attach_all(Server *server, const EmuConfig *config) {
+        int r;
+
+        for (size_t i = 0; i < server->n_exports; i++)
+                if (tree_is_hub(server->exports[i])) {
+                        r = tree_attach(server, server->exports[i]);
+                        if (r < 0)
+                                return r;
+                }
+
+        VhciLayout layout;
+        r = vhci_read_layout(&layout);
+        if (r < 0)
+                return log_error_errno(r, "Cannot use vhci_hcd for --attach: %m%s",
+                                       r == -ENODEV ? " (load it with: modprobe vhci-hcd)" : "");
+
         for (size_t i = 0; i < server->n_exports; i++) {
-                int r = server_attach_auto(server, server->exports[i], config->vhci_controller);
+                Export *e = server->exports[i];
+                int port = -1;
+
+                if (e->local_only)
+                        continue;
+                for (unsigned c = 0; c < layout.n_controllers && port < 0; c++) {
+                        bool hub_here = false;
+                        if (config->vhci_controller >= 0 && c != (unsigned) config->vhci_controller)
+                                continue;
+                        for (size_t k = 0; k < server->n_exports; k++)
+                                hub_here |= tree_is_hub(server->exports[k]) && server->exports[k]->controller == (int) c;
+                        if (hub_here || vhci_find_free_port(&layout, e->device->speed, (int) c, &port) < 0)
+                                port = -1;
+                }
+                if (port < 0)
+                        return log_error_errno(EBUSY, "No free %s vhci port for %s%s",
+                                               usb_speed_is_super(e->device->speed) ? "SuperSpeed" : "high-speed",
+                                               e->device->name,
+                                               config->vhci_controller >= 0 ? " on the chosen controller" :
+                                               " outside the hub trees' controllers");
+                r = server_attach_local(server, e, port);
                 if (r < 0)
                         return r;
         }
+        return 0;
+}
+
+static Export *hub_export_by_name(Server *server, const char *name) {
+        Export *e = server_lookup(server, name);
+        return e && tree_is_hub(e) ? e : NULL;
+}
+
+/* Exports a device on a root port, or on its hub. Takes ownership of d. */
+static int place(Server *server, UsbDevice *d, const char *hub, unsigned port) {
+        Export *e;
+        int r;
+
+        if (hub) {
+                r = tree_add_child(server, hub_export_by_name(server, hub), port, d, &e);
+                if (r < 0) {
+                        usb_device_free(d);
+                        return r;
+                }
+                log_info("%s: on %s port %u", d->name, hub, e->hub_port);
+                return 0;
+        }
+        r = server_add_device(server, d, &e);
+        if (r < 0) {
+                usb_device_free(d);
+                return log_error_errno(r, "Cannot export %s: %m", d->name);
+        }
+        log_info("%s: exported as %s", d->name, e->busid);
         return 0;
 }
 
@@ -180,19 +274,38 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 return log_oom();
 
+        for (size_t i = 0; i < config.n_hubs; i++) {
+                const HubConfig *hc = &config.hubs[i];
+                UsbDevice *d;
+
+                r = hub_new(hc->name, &(HubOptions) { .n_ports = hc->ports, .remote_wakeup = hc->wakeup }, &d);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot create hub %s: %m", hc->name);
+                r = tree_add_hub(server, d, hc->controller, NULL);
+                if (r < 0) {
+                        usb_device_free(d);
+                        return log_error_errno(r, "Cannot export hub %s: %m", hc->name);
+                }
+        }
         for (size_t i = 0; i < config.n_disks; i++) {
                 UsbDevice *d;
-                Export *e;
 
                 r = disk_new(&config.disks[i], &d);
                 if (r < 0)
                         return r; /* disk_new says what was wrong with the image */
-                r = server_add_device(server, d, &e);
-                if (r < 0) {
-                        usb_device_free(d);
-                        return log_error_errno(r, "Cannot export %s: %m", config.disks[i].name);
-                }
-                log_info("%s: exported as %s (%s)", d->name, e->busid, config.disks[i].image);
+                r = place(server, d, config.disks[i].hub, config.disks[i].port);
+                if (r < 0)
+                        return r;
+        }
+        for (size_t i = 0; i < config.n_keyboards; i++) {
+                UsbDevice *d;
+
+                r = keyboard_new(config.keyboards[i].name, &d);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot create keyboard %s: %m", config.keyboards[i].name);
+                r = place(server, d, config.keyboards[i].hub, config.keyboards[i].port);
+                if (r < 0)
+                        return r;
         }
 
         if (!config.listen || config.listen[0]) {

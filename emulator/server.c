@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "server.h"
+#include "hub.h"
 #include "vhci-attach.h"
 
 #define USBIP_DEFAULT_PORT "3240"
@@ -28,7 +29,14 @@ int server_new(sd_event *event, Server **ret) {
 static Export *export_free(Export *e) {
         if (!e)
                 return NULL;
+        /* A child leaves its hub before it goes, so the hub never points at a freed device. */
+        if (e->hub_export) {
+                Hub *h = hub_from_device(e->hub_export->device);
+                if (h && hub_get_child(h, e->hub_port) == e->device)
+                        (void) hub_unplug(h, e->hub_port, 0);
+        }
         usb_device_free(e->device);
+        usb_device_free(e->zombie);
         return mfree(e);
 }
 
@@ -37,7 +45,8 @@ Server *server_free(Server *s) {
                 return NULL;
         while (s->connections)
                 connection_free(s->connections);
-        for (size_t i = 0; i < s->n_exports; i++) {
+        /* Newest first: children go before the hubs they were added to. */
+        for (size_t i = s->n_exports; i-- > 0;) {
                 if (s->exports[i]->vhci_port >= 0)
                         (void) server_detach_local(s, s->exports[i]);
                 export_free(s->exports[i]);
@@ -97,6 +106,7 @@ int server_add_device(Server *s, UsbDevice *d, Export **ret) {
         e->busnum = 1;
         e->devnum = devnum;
         e->vhci_port = -1;
+        e->controller = -1;
         snprintf(e->busid, sizeof(e->busid), "%u-%u", e->busnum, e->devnum);
         e->device = d;
         s->exports[s->n_exports++] = e;

@@ -16,7 +16,23 @@ struct Export {
         UsbDevice *device;
         Connection *connection;       /* the importer, NULL while free */
         int vhci_port;                /* vhci port we attached it to ourselves, or -1 */
+
+        /* Hub trees (tree.c). vhci routes a child on hub port p to the connection on root port p, so
+         * each child rides a "carrier" export attached there: until the hub first resets port p, that
+         * connection's traffic is the carrier's own root device (the zombie, 0 interfaces); after, the
+         * child's. Hubs and carriers only work by local attach: the root port numbers are the design. */
+        UsbDevice *zombie;
+        bool child_active;
+        bool local_only;
+        Export *hub_export;           /* for a child: its hub */
+        unsigned hub_port;
+        int controller;               /* for a hub: its vhci controller, -1 until placed */
 };
+
+/* Where the connection's URBs go right now. */
+static inline UsbDevice *export_target(const Export *e) {
+        return e->zombie && !e->child_active ? e->zombie : e->device;
+}
 
 #define SERVER_MAX_EXPORTS 128
 #define SERVER_DEFAULT_MAX_CONNECTIONS 256

@@ -19,6 +19,14 @@ static const char *const usb_device_state_table[_USB_DEVICE_STATE_MAX] = {
 
 DEFINE_STRING_TABLE_TO_STRING(usb_device_state, UsbDeviceState);
 
+static const char *const usb_link_state_table[_USB_LINK_STATE_MAX] = {
+        [USB_LINK_CONNECTED] = "connected",
+        [USB_LINK_SUSPENDED] = "suspended",
+        [USB_LINK_UNPLUGGED] = "unplugged",
+};
+
+DEFINE_STRING_TABLE_TO_STRING(usb_link_state, UsbLinkState);
+
 static unsigned ep_index(uint8_t ep, bool in) {
         return (ep & 0x0f) | (in ? 0x10 : 0);
 }
@@ -256,6 +264,10 @@ static int standard_request(UsbDevice *d, const UsbSetup *s, uint8_t *buf, size_
                 return 0;
 
         case USB_REQ_GET_DESCRIPTOR:
+                /* Class descriptors of an interface (a HID report descriptor) are the function's. */
+                if (recipient == USB_RECIP_INTERFACE && config_has_interface(config, s->wIndex) && d->ops &&
+                    d->ops->control)
+                        return d->ops->control(d->function, s, buf, size);
                 if (recipient != USB_RECIP_DEVICE)
                         return -EPIPE;
                 r = get_descriptor(d, s, buf, size);
@@ -407,15 +419,54 @@ static void kick_queue(UsbDevice *d, UrbQueue *q) {
 }
 
 void usb_device_kick(UsbDevice *d) {
+        if (d->link != USB_LINK_CONNECTED)
+                return;
         for (size_t i = 0; i < ELEMENTSOF(d->pending); i++)
                 if (d->pending[i].head)
                         kick_queue(d, &d->pending[i]);
+}
+
+void usb_device_set_link(UsbDevice *d, UsbLinkState link, uint64_t now_usec) {
+        if (d->link == link)
+                return;
+        if (link == USB_LINK_SUSPENDED)
+                d->suspends++;
+        else if (d->link == USB_LINK_SUSPENDED && link == USB_LINK_CONNECTED)
+                d->resumes++;
+        log_debug("%s: link %s -> %s", d->name, usb_link_state_to_string(d->link), usb_link_state_to_string(link));
+        d->link = link;
+        d->link_since_usec = now_usec;
+        if (link == USB_LINK_CONNECTED)
+                usb_device_kick(d);
+}
+
+int usb_device_signal_wakeup(UsbDevice *d, bool force) {
+        int r;
+
+        if (!d->wakeup)
+                return -EOPNOTSUPP;
+        if (d->link != USB_LINK_SUSPENDED)
+                return -EAGAIN;
+        if (!d->remote_wakeup && !force)
+                return -EPERM;
+        r = d->wakeup(d, d->wakeup_userdata);
+        if (r >= 0)
+                d->wakeups_signalled++;
+        return r;
 }
 
 int usb_device_submit(UsbDevice *d, Urb *u, uint64_t now_usec) {
         UrbQueue *q;
 
         d->stats.urbs++;
+
+        /* A suspended or unplugged device sends no handshake: the host controller reports a protocol
+         * error. The kernel never does this on purpose; a late URB or usbfs might. */
+        if (d->link != USB_LINK_CONNECTED) {
+                log_debug("%s: URB %u while %s", d->name, u->seqnum, usb_link_state_to_string(d->link));
+                urb_complete(u, -EPROTO, 0);
+                return 0;
+        }
 
         if (u->ep == 0) {
                 complete_control(d, u, now_usec);

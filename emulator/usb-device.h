@@ -57,7 +57,24 @@ typedef struct UsbDeviceStats {
         uint64_t remote_wakeup_sets, remote_wakeup_clears;
 } UsbDeviceStats;
 
-typedef struct UsbDevice {
+/* How the device is connected, as its upstream port sees it. A device on a vhci root port is always
+ * CONNECTED: vhci keeps root-port suspend local. Behind our hub the hub model moves it. */
+typedef enum UsbLinkState {
+        USB_LINK_CONNECTED,
+        USB_LINK_SUSPENDED,    /* the hub port is suspended: the device answers nothing */
+        USB_LINK_UNPLUGGED,    /* no longer on any port */
+        _USB_LINK_STATE_MAX,
+        _USB_LINK_STATE_INVALID = -EINVAL,
+} UsbLinkState;
+
+const char *usb_link_state_to_string(UsbLinkState s) _const_;
+
+typedef struct UsbDevice UsbDevice;
+
+/* Asks the upstream port (our hub) to carry a remote wakeup; returns 0 or a negative errno. */
+typedef int (*UsbWakeupFunc)(UsbDevice *d, void *userdata);
+
+struct UsbDevice {
         char *name;
         UsbDeviceDesc desc;            /* a copy so ids can be set per device; configs stay const tables */
         char *strings[USB_DEVICE_MAX_STRINGS];
@@ -75,7 +92,13 @@ typedef struct UsbDevice {
 
         uint64_t last_urb_usec;        /* CLOCK_MONOTONIC of the last URB from the host */
         UsbDeviceStats stats;
-} UsbDevice;
+
+        UsbLinkState link;
+        uint64_t link_since_usec;      /* when link last changed */
+        UsbWakeupFunc wakeup;          /* set by the hub the device is plugged into */
+        void *wakeup_userdata;
+        uint64_t suspends, resumes, wakeups_signalled;
+};
 
 int usb_device_new(const char *name, const UsbDeviceDesc *desc, UsbSpeed speed, UsbDevice **ret);
 UsbDevice *usb_device_free(UsbDevice *d);
@@ -101,5 +124,13 @@ void usb_device_kick(UsbDevice *d);
 void usb_device_drop_pending(UsbDevice *d);
 
 void usb_device_bus_reset(UsbDevice *d);
+
+/* Called by the hub model when the upstream port changes. Resuming kicks waiting URBs. */
+void usb_device_set_link(UsbDevice *d, UsbLinkState link, uint64_t now_usec);
+
+/* The device signals remote wakeup (a key press, an injected wakeup): only a suspended device behind a
+ * hub can, and only when the host armed it, unless `force` (fault injection: wakeup while not armed).
+ * Returns 0, -EAGAIN when not suspended, -EPERM when not armed, -EOPNOTSUPP without a hub. */
+int usb_device_signal_wakeup(UsbDevice *d, bool force);
 
 const UsbConfigDesc *usb_device_active_config(const UsbDevice *d);

@@ -69,7 +69,7 @@ int vhci_port_for(const VhciLayout *l, unsigned controller, bool superspeed, uns
         return 0;
 }
 
-static int port_is_free(unsigned controller, int port) {
+int vhci_port_is_free(unsigned controller, int port) {
         char path[512], line[256];
         FILE *f;
         int r = -ENOENT;
@@ -105,7 +105,7 @@ int vhci_find_free_port(const VhciLayout *l, UsbSpeed speed, int controller, int
                 for (unsigned rh = 0; rh < l->ports_per_hub; rh++) {
                         int port, r;
                         (void) vhci_port_for(l, c, ss, rh, &port);
-                        r = port_is_free(c, port);
+                        r = vhci_port_is_free(c, port);
                         if (r < 0)
                                 return r;
                         if (r > 0) {

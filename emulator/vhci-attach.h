@@ -20,6 +20,9 @@ int vhci_read_layout(VhciLayout *ret);
  * controller when it is negative. */
 int vhci_find_free_port(const VhciLayout *l, UsbSpeed speed, int controller, int *ret_port);
 
+/* 1 if free, 0 if in use, negative errno if the status file cannot be read. */
+int vhci_port_is_free(unsigned controller, int port);
+
 int vhci_port_for(const VhciLayout *l, unsigned controller, bool superspeed, unsigned rhport, int *ret_port);
 
 /* The fd must stay open in this process until the write returns; the kernel takes its own reference. */

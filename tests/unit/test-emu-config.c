@@ -63,7 +63,7 @@ static void test_disk_spec(void) {
         ASSERT_STREQ(error, "unknown disk option");
         ASSERT_ERR(emu_config_add_disk_spec(&c, "/x,ro=maybe", &error), EINVAL);
         ASSERT_ERR(emu_config_add_disk_spec(&c, "/x,name=disk0", &error), EINVAL);
-        ASSERT_STREQ(error, "two disks have the same name");
+        ASSERT_STREQ(error, "two devices have the same name");
         ASSERT_ERR(emu_config_add_disk_spec(&c, "/x,serial=a\tb", &error), EINVAL);
         ASSERT_EQ(c.n_disks, 2);
 
@@ -140,4 +140,48 @@ static void test_ini(void) {
         emu_config_done(&c);
 }
 
-TEST_MAIN(TEST(test_parse_size), TEST(test_disk_spec), TEST(test_ini))
+static void test_tree(void) {
+        EmuConfig c;
+        const char *error = NULL;
+        unsigned line = 0;
+
+        emu_config_init(&c);
+        ASSERT_OK(emu_config_load_string(&c,
+                                         "[emulator]\nattach = yes\n"
+                                         "[hub hub0]\nports = 4\n"
+                                         "[disk data]\nimage = /tmp/d.img\nhub = hub0\nport = 2\n"
+                                         "[keyboard kbd]\nhub = hub0\nport = 3\n",
+                                         &line, &error));
+        ASSERT_EQ(c.n_hubs, 1);
+        ASSERT_EQ(c.hubs[0].ports, 4);
+        ASSERT_EQ(c.hubs[0].controller, -1);
+        ASSERT_STREQ(c.disks[0].hub, "hub0");
+        ASSERT_EQ(c.disks[0].port, 2);
+        ASSERT_STREQ(c.keyboards[0].hub, "hub0");
+        ASSERT_EQ(c.keyboards[0].port, 3);
+        ASSERT_OK(emu_config_check(&c, &error));
+        emu_config_done(&c);
+
+        emu_config_init(&c);
+        ASSERT_OK(emu_config_add_hub_spec(&c, "h1,ports=7,wakeup,controller=3", &error));
+        ASSERT_EQ(c.hubs[0].ports, 7);
+        ASSERT_TRUE(c.hubs[0].wakeup);
+        ASSERT_EQ(c.hubs[0].controller, 3);
+        ASSERT_OK(emu_config_add_keyboard_spec(&c, "k1,hub=h1", &error));
+        ASSERT_ERR(emu_config_add_hub_spec(&c, "h2,ports=16", &error), EINVAL);
+        ASSERT_TRUE(strstr(error, "1 to 15"));
+        ASSERT_ERR(emu_config_add_keyboard_spec(&c, "h1", &error), EINVAL); /* name taken by the hub */
+        ASSERT_ERR(emu_config_add_keyboard_spec(&c, "k2,port=0", &error), EINVAL);
+        ASSERT_ERR(emu_config_add_keyboard_spec(&c, "bad name!", &error), EINVAL);
+        ASSERT_OK(emu_config_add_disk_spec(&c, "/tmp/x.img,hub=nohub", &error));
+        ASSERT_ERR(emu_config_check(&c, &error), EINVAL);
+        ASSERT_STREQ(error, "a disk names a hub that does not exist");
+        emu_config_done(&c);
+
+        emu_config_init(&c);
+        ASSERT_ERR(emu_config_load_string(&c, "[hub h]\nports = 2\nspeed = fast\n", &line, &error), EINVAL);
+        ASSERT_EQ(line, 3);
+        emu_config_done(&c);
+}
+
+TEST_MAIN(TEST(test_parse_size), TEST(test_disk_spec), TEST(test_ini), TEST(test_tree))

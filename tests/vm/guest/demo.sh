@@ -1,45 +1,56 @@
 #!/bin/bash
-# The live demo (tools/demo): drowse-emu's disks on a real kernel, step by step, readable.
-# Runs inside the VM (default) or on the host kernel (tools/demo --host).
+# The live demo (tools/demo): drowse-emu's default topology on a real kernel, step by step. A hub with
+# a disk and a keyboard behind it, and a disk on a root port of its own controller. Runs inside the
+# VM (default) or on the host kernel (tools/demo --host).
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/../guest-lib.sh
 . "$DROWSE_VM_LIB"
 
 emu=$DROWSE_BUILD_DIR/emulator/drowse-emu
 work=$(mktemp -d /tmp/drowse-demo.XXXXXX)
+sock=$work/emu.ctl
 emu_pid=
+reader=
 
 bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 say() { printf '   %s\n' "$*"; }
+ctl() { "$DROWSE_BUILD_DIR/daemon/drowsectl" --emu-socket "$sock" "$@"; }
+field() { ctl emu show "$1" | python3 -c "import json,sys; d=json.load(sys.stdin); print($2)"; }
 
 cleanup() {
+        [[ -n $reader ]] && kill "$reader" 2>/dev/null
         [[ -n $emu_pid ]] && kill -TERM "$emu_pid" 2>/dev/null && wait "$emu_pid" 2>/dev/null
-        for p in $(usbip port 2>/dev/null | sed -n 's/^Port \([0-9]*\): <Port in Use>.*/\1/p'); do
-                usbip detach -p "$p" >/dev/null 2>&1 || true
-        done
         rm -rf "$work"
 }
 trap cleanup EXIT
 
-disk_of_serial() { # prints sdX of the USB disk with this serial
-        local d p
-        for d in $(vm_usb_disks); do
-                p=$(readlink -f "/sys/block/$d/device")
-                while [[ $p != / && ! -f $p/serial ]]; do p=${p%/*}; done
-                [[ -f $p/serial && $(cat "$p/serial") == "$1" ]] && { echo "$d"; return 0; }
+dev_by_serial() {
+        local s
+        for s in /sys/bus/usb/devices/*/serial; do
+                [[ $(cat "$s") == "$1" ]] && { dirname "$s"; return 0; }
         done
         return 1
 }
-usb_dir_of() {
-        local p
-        p=$(readlink -f "/sys/block/$1/device")
-        while [[ $p != / && ! -f $p/idVendor ]]; do p=${p%/*}; done
-        echo "$p"
+disk_of() {
+        local d u
+        u=$(readlink -f "$(dev_by_serial "$1")") || return 1
+        for d in $(vm_usb_disks); do
+                [[ $(readlink -f "/sys/block/$d/device") == "$u"/* ]] && { echo "$d"; return 0; }
+        done
+        return 1
 }
-chain_of() { # the runtime-PM chain from the disk up to the USB device, one sysfs dir per line
+event_of() {
+        local e u
+        u=$(readlink -f "$(dev_by_serial "$1")") || return 1
+        for e in /sys/class/input/event*; do
+                [[ $(readlink -f "$e/device") == "$u"/* ]] && { echo "/dev/input/${e##*/}"; return 0; }
+        done
+        return 1
+}
+chain_of() { # the runtime-PM chain from the disk up to the USB device
         local p stop
         p=$(readlink -f "/sys/block/$1/device")
-        stop=$(usb_dir_of "$1")
+        stop=$(readlink -f "$(dev_by_serial "$2")")
         while :; do
                 [[ -d $p/power ]] && echo "$p"
                 [[ $p == "$stop" ]] && break
@@ -48,86 +59,112 @@ chain_of() { # the runtime-PM chain from the disk up to the USB device, one sysf
 }
 show_chain() {
         local n
-        # A pipe, not <(...): the guest's devtmpfs has no /dev/fd.
-        chain_of "$1" | while read -r n; do
-                # Interfaces have no control file: they follow their driver.
-                printf '   %-10s %-5s %s\n' "$(cat "$n/power/runtime_status")" \
-                        "$(cat "$n/power/control" 2>/dev/null || echo -)" "${n#/sys/devices/}"
+        chain_of "$1" "$2" | while read -r n; do
+                printf '   %-10s %s\n' "$(cat "$n/power/runtime_status")" "${n#/sys/devices/platform/}"
         done
 }
+autosuspend() { # autosuspend NODE... with a delay
+        local n
+        for n in "$@"; do
+                echo "$DELAY_MS" >"$n/power/autosuspend_delay_ms"
+                echo auto >"$n/power/control"
+        done
+}
+suspended() { [[ $(cat "$1/power/runtime_status") == suspended ]]; }
+DELAY_MS=500
 
-ip link set lo up 2>/dev/null || true
-vm_modprobe vhci-hcd
-vm_modprobe usb-storage
-vm_modprobe sd_mod
-vm_modprobe ext4
+for m in vhci-hcd usb-storage sd_mod ext4 usbhid hid_generic evdev; do vm_modprobe "$m"; done
 
-bold "1. drowse-emu exports two emulated USB disks"
-"$emu" --disk "$work/local.img,size=128M,serial=DEMO-LOCAL,vendor=DROWSE,product=LocalDisk" \
-        --disk "$work/tcp.img,size=64M,serial=DEMO-TCP,vendor=DROWSE,product=TcpDisk" \
-        --listen 127.0.0.1:3240 >"$DROWSE_OUT/emu.log" 2>&1 &
+bold "1. drowse-emu: a hub with a disk and a keyboard, and a disk on its own vhci controller"
+"$emu" --attach --no-listen --control "$sock" --hub hub0,ports=4 \
+        --disk "$work/data.img,size=128M,serial=DATA0001,product=DataDisk,name=data,hub=hub0,port=2" \
+        --keyboard kbd,hub=hub0,port=3 \
+        --disk "$work/solo.img,size=64M,serial=SOLO0001,product=SoloDisk,name=solo" \
+        >"$DROWSE_OUT/emu.log" 2>&1 &
 emu_pid=$!
-vm_wait_for 20 usbip list -r 127.0.0.1
-usbip list -r 127.0.0.1 | sed 's/^/   /'
+vm_wait_for 60 disk_of DATA0001
+vm_wait_for 60 disk_of SOLO0001
+vm_wait_for 60 event_of kbd
+data=$(disk_of DATA0001) solo=$(disk_of SOLO0001) ev=$(event_of kbd)
+lsusb -t | grep -B1 -A3 "Class=Hub" | sed 's/^/   /'
+say "data disk /dev/$data behind the hub, keyboard $ev, solo disk /dev/$solo on vhci_hcd.1"
+ctl emu list | sed 's/^/   /'
 
-bold "2. the stock usbip client attaches disk 1-2 over TCP"
-usbip attach -r 127.0.0.1 -b 1-2
-vm_wait_for 60 disk_of_serial DEMO-TCP
-tcp_disk=$(disk_of_serial DEMO-TCP)
-usbip port | sed 's/^/   /'
-say "kernel sees /dev/$tcp_disk: $(sg_inq "/dev/$tcp_disk" | sed -n 's/ *Product identification: //p'), $(($(cat "/sys/block/$tcp_disk/size") / 2048)) MiB"
-
-bold "3. a filesystem and data on it"
-mkfs.ext4 -q -F "/dev/$tcp_disk"
+bold "2. a filesystem and data on the disk behind the hub"
+mkfs.ext4 -q -F "/dev/$data"
 mkdir -p "$work/mnt"
-mount "/dev/$tcp_disk" "$work/mnt"
+mount "/dev/$data" "$work/mnt"
 head -c $((16 << 20)) /dev/urandom >"$work/mnt/data"
 sync
 sum=$(sha256sum <"$work/mnt/data" | cut -c1-16)
 umount "$work/mnt"
 say "wrote 16 MiB (sha256 $sum...), synced, unmounted"
 
-bold "4. runtime PM on the whole chain: disk -> target -> host -> interface -> USB device"
-say "(what drowsed does for USB disks: power/control=auto and a delay on the scsi_device and the USB device)"
-sdev=$(readlink -f "/sys/block/$tcp_disk/device")
-udev=$(usb_dir_of "$tcp_disk")
-for n in "$sdev" "$udev"; do
-        echo 1000 >"$n/power/autosuspend_delay_ms"
-        echo auto >"$n/power/control"
-done
-show_chain "$tcp_disk"
-t0=${EPOCHREALTIME/[.,]/}
-suspended() { [[ $(cat "$udev/power/runtime_status") == suspended && $(cat "$sdev/power/runtime_status") == suspended ]]; }
-vm_wait_for 30 suspended
-t1=${EPOCHREALTIME/[.,]/}
-say "... suspended after $(((t1 - t0) / 1000)) ms idle:"
-show_chain "$tcp_disk"
+bold "3. runtime PM: the disk chain autosuspends, the hub suspends its port"
+say "(what drowsed does for USB disks: power/control=auto and a delay on the scsi_device and USB device)"
+datadev=$(dev_by_serial DATA0001)
+autosuspend "$(readlink -f "/sys/block/$data/device")" "$datadev"
+vm_wait_for 30 suspended "$datadev"
+show_chain "$data" DATA0001
+say "drowse-emu: $(grep "port 2 suspended" "$DROWSE_OUT/emu.log" | tail -n1)"
 
-bold "5. I/O resumes it; the emulator sees the resume on the wire"
-dd if="/dev/$tcp_disk" of=/dev/null bs=4k count=1 iflag=direct status=none
-show_chain "$tcp_disk"
-vm_wait_for 10 grep -q "the host resumed the device" "$DROWSE_OUT/emu.log"
-say "drowse-emu: $(grep "the host resumed the device" "$DROWSE_OUT/emu.log" | tail -n1)"
-vm_wait_for 30 suspended
-say "and after the delay it is suspended again: $(cat "$udev/power/runtime_status")"
-tcp_times="$(cat "$udev/power/runtime_active_time") $(cat "$udev/power/runtime_suspended_time")"
+bold "4. I/O resumes it through the hub"
+mount "/dev/$data" "$work/mnt"
+say "sha256 $(sha256sum <"$work/mnt/data" | cut -c1-16)... (same data)"
+umount "$work/mnt"
+say "drowse-emu: $(grep "port 2 resumed by the host" "$DROWSE_OUT/emu.log" | tail -n1)"
+vm_wait_for 30 suspended "$datadev"
+say "idle again: $(cat "$datadev/power/runtime_status")"
 
-bold "6. local attach: disk 1-1 handed to vhci_hcd over a socketpair, no TCP"
-kill -TERM "$emu_pid"; wait "$emu_pid" || true; emu_pid=
-"$emu" --disk "$work/local.img,size=128M,serial=DEMO-LOCAL,vendor=DROWSE,product=LocalDisk" \
-        --attach --no-listen >>"$DROWSE_OUT/emu.log" 2>&1 &
-emu_pid=$!
-vm_wait_for 60 disk_of_serial DEMO-LOCAL
-local_disk=$(disk_of_serial DEMO-LOCAL)
-say "$(grep "attached to vhci port" "$DROWSE_OUT/emu.log" | tail -n1)"
-lsblk -o NAME,SIZE,VENDOR,MODEL,TRAN "/dev/$local_disk" | sed 's/^/   /'
+bold "5. a key press wakes the suspended keyboard through the hub"
+kbddev=$(dev_by_serial kbd)
+python3 - "$ev" >"$work/keys" <<'PY' &
+import os, select, struct, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)   # open: usbhid arms remote wakeup
+names = {32: "d", 19: "r", 24: "o", 17: "w", 31: "s", 18: "e"}
+typed, deadline = "", time.monotonic() + 60
+while len(typed) < 6 and time.monotonic() < deadline:
+    if select.select([fd], [], [], 1)[0]:
+        data = os.read(fd, 24 * 64)
+        for i in range(0, len(data) - 23, 24):
+            _, _, typ, code, value = struct.unpack("qqHHi", data[i:i + 24])
+            if typ == 1 and value == 1:
+                typed += names.get(code, "?")
+print(typed, flush=True)
+PY
+reader=$!
+autosuspend "$kbddev"
+vm_wait_for 30 suspended "$kbddev"
+say "keyboard: $(cat "$kbddev/power/runtime_status"), remote wakeup armed by usbhid: $(field kbd 'd["remote_wakeup"]')"
+ctl emu type kbd drowse >/dev/null
+wait "$reader" || true
+reader=
+say "the input device received: \"$(cat "$work/keys")\""
+say "drowse-emu: $(grep "signals remote wakeup" "$DROWSE_OUT/emu.log" | tail -n1)"
+[[ $(cat "$work/keys") == drowse ]] || vm_fail "the typed keys did not arrive"
 
-bold "7. summary (time in each runtime PM state, from sysfs)"
-printf '   %-22s %10s %14s\n' device "active ms" "suspended ms"
-read -r active suspended <<<"$tcp_times"
-printf '   %-22s %10s %14s\n' "TcpDisk (usbip, TCP)" "$active" "$suspended"
-ldev=$(usb_dir_of "$local_disk")
-printf '   %-22s %10s %14s\n' "LocalDisk (local)" "$(cat "$ldev/power/runtime_active_time")" \
-        "$(cat "$ldev/power/runtime_suspended_time")"
-say "emulator log: emu.log in this run's log directory"
-say "demo finished: drowse-emu served real kernel I/O over TCP and local attach, and runtime suspend/resume"
+bold "6. the solo disk on its own controller: root-port suspend, which vhci keeps to itself"
+solodev=$(dev_by_serial SOLO0001)
+autosuspend "$(readlink -f "/sys/block/$solo/device")" "$solodev"
+vm_wait_for 30 suspended "$solodev"
+dd if="/dev/$solo" of=/dev/null bs=4k count=1 iflag=direct status=none
+vm_wait_for 10 grep -q "solo: GET_STATUS after" "$DROWSE_OUT/emu.log"
+say "drowse-emu inferred: $(grep "solo: GET_STATUS after" "$DROWSE_OUT/emu.log" | tail -n1)"
+
+bold "7. summary"
+ctl emu list --json >"$DROWSE_OUT/summary.json"
+python3 - "$DROWSE_OUT/summary.json" <<'PY'
+import json, sys
+devices = json.load(open(sys.argv[1]))
+print("   %-6s %-12s %-10s %9s %8s %8s %8s" % ("device", "where", "link", "suspends", "resumes", "wakeups", "URBs"))
+for d in devices:
+    if d["name"].endswith("-carrier"):
+        continue
+    where = "%s port %s" % (d["hub"], d["hub_port"]) if d["hub"] else "vhci port %d" % d["vhci_port"]
+    resumes = d["resumes"] if d["hub"] else d["stats"]["resumes_inferred"]
+    print("   %-6s %-12s %-10s %9d %8d %8d %8d" % (d["name"], where, d["link"], d["suspends"], resumes,
+                                                 d["wakeups_signalled"], d["stats"]["urbs"]))
+PY
+say "state of every device: summary.json in this run's log directory"
+say "demo finished: a hub over stock vhci_hcd, its ports suspended and resumed by the kernel, and a key press"
+say "that woke the host through the hub"
