@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "emu-config.h"
+#include "ini-reader.h"
 
 void emu_config_init(EmuConfig *c) {
         *c = (EmuConfig) { .vhci_controller = -1 };
@@ -461,42 +462,10 @@ typedef struct ParseState {
         DiskConfig *disk;        /* the [disk ...] section being read */
         const char *error;
         int r;
-        unsigned line;           /* of the handler's current key, counted by our own reader */
+        IniReader reader;        /* counts lines: reader.line is the handler's current line */
         unsigned error_line;
-        unsigned newlines;
-        FILE *file;
-        const char *text;
 } ParseState;
 
-/* Debian's inih does not pass line numbers to handlers, so we feed it lines ourselves and count. */
-static char *read_line(char *buf, int size, void *stream) {
-        ParseState *p = stream;
-        char *r;
-
-        if (size < 2)
-                return NULL;
-        if (p->file)
-                r = fgets(buf, size, p->file);
-        else {
-                size_t n = 0;
-                if (!*p->text)
-                        return NULL;
-                while (p->text[n] && p->text[n] != '\n' && n + 2 < (size_t) size)
-                        n++;
-                if (p->text[n] == '\n')
-                        n++;
-                memcpy(buf, p->text, n);
-                buf[n] = 0;
-                p->text += n;
-                r = buf;
-        }
-        if (!r)
-                return NULL;
-        p->line = p->newlines + 1;
-        if (strchr(buf, '\n'))
-                p->newlines++;
-        return r;
-}
 
 static int finish_section(ParseState *p) {
         if (!p->disk)
@@ -602,12 +571,12 @@ static int on_ini(void *userdata, const char *section, const char *key, const ch
         r = -EINVAL;
 fail:
         p->r = r;
-        p->error_line = p->line;
+        p->error_line = p->reader.line;
         return 0;
 }
 
 static int finish_parse(ParseState *p, int ini_result, unsigned *ret_line, const char **ret_error) {
-        if (ini_result == 0 && p->r >= 0) {
+        if (ini_result == 0 && p->r >= 0 && !p->reader.too_long) {
                 p->r = finish_section(p);
                 if (p->r >= 0)
                         return 0;
@@ -624,6 +593,11 @@ static int finish_parse(ParseState *p, int ini_result, unsigned *ret_line, const
                 *ret_error = "out of memory";
                 return -ENOMEM;
         }
+        if (p->reader.too_long && p->r >= 0) {
+                *ret_line = p->reader.line;
+                *ret_error = "line too long";
+                return -EINVAL;
+        }
         /* inih returns the first line it had a problem with: a syntax error or our handler's. */
         if (ini_result > 0 && (p->r >= 0 || (unsigned) ini_result < p->error_line)) {
                 *ret_line = (unsigned) ini_result;
@@ -639,19 +613,19 @@ int emu_config_load_file(EmuConfig *c, const char *path, unsigned *ret_line, con
         ParseState p = { .config = c };
         int r;
 
-        p.file = fopen(path, "re");
-        if (!p.file) {
+        p.reader.file = fopen(path, "re");
+        if (!p.reader.file) {
                 r = negative_errno();
                 *ret_line = 0;
                 *ret_error = "cannot open file";
                 return r;
         }
-        r = finish_parse(&p, ini_parse_stream(read_line, &p, on_ini, &p), ret_line, ret_error);
-        fclose(p.file);
+        r = finish_parse(&p, ini_parse_stream(ini_reader_read, &p.reader, on_ini, &p), ret_line, ret_error);
+        fclose(p.reader.file);
         return r;
 }
 
 int emu_config_load_string(EmuConfig *c, const char *text, unsigned *ret_line, const char **ret_error) {
-        ParseState p = { .config = c, .text = text };
-        return finish_parse(&p, ini_parse_stream(read_line, &p, on_ini, &p), ret_line, ret_error);
+        ParseState p = { .config = c, .reader.text = text };
+        return finish_parse(&p, ini_parse_stream(ini_reader_read, &p.reader, on_ini, &p), ret_line, ret_error);
 }

@@ -128,6 +128,18 @@ static void test_ini(void) {
         ASSERT_EQ(line, 2);
         emu_config_done(&c);
 
+        /* A line longer than inih's buffer is refused, at its own line number. */
+        {
+                char text[2048] = "[emulator]\nattach = yes\n[disk a]\nimage = /";
+                memset(text + strlen(text), 'x', 1500);
+                strcat(text, "\nsize = 1M\n");
+                emu_config_init(&c);
+                ASSERT_ERR(emu_config_load_string(&c, text, &line, &error), EINVAL);
+                ASSERT_EQ(line, 4);
+                ASSERT_STREQ(error, "line too long");
+                emu_config_done(&c);
+        }
+
         /* A disk section without an image is incomplete, reported at the end. */
         emu_config_init(&c);
         ASSERT_ERR(emu_config_load_string(&c, "[disk a]\nsize = 1M\n", &line, &error), EINVAL);
