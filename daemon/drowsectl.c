@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-/* drowsectl: the command-line client. Today it speaks to drowse-emu's control socket (the "emu" verbs);
- * the policy daemon's verbs join it with drowsed. */
+/* drowsectl: the command-line client, for drowsed's control socket (status, list, show, why, reload) and
+ * for drowse-emu's (the "emu" verbs). Both speak the same request/answer shape over SOCK_SEQPACKET. */
 
 #include <getopt.h>
 #include <stdio.h>
@@ -13,14 +13,22 @@
 #include "macro.h"
 
 #define DEFAULT_EMU_SOCKET "/run/drowse-emu/control"
+#define DEFAULT_DAEMON_SOCKET "/run/drowse/control"
 #define MAX_REPLY (1024 * 1024)
 
 static const char *arg_emu_socket = DEFAULT_EMU_SOCKET;
+static const char *arg_socket = DEFAULT_DAEMON_SOCKET;
 static bool arg_json = false;
 static const char *arg_controller = NULL;
 
 static void help(void) {
         printf("drowsectl [OPTIONS...] COMMAND ...\n\n"
+               "Daemon commands (drowsed):\n"
+               "  status                      Configuration, monitor and device counts\n"
+               "  list                        Every USB device drowsed tracks, its state and why\n"
+               "  show DEVICE                 One device, as JSON (DEVICE: 1-1.2, a devpath, or sdb)\n"
+               "  why DEVICE                  Walk the device's runtime-PM chain and name what blocks it\n"
+               "  reload                      Re-read the configuration (root only)\n\n"
                "Emulator commands (drowse-emu --control PATH):\n"
                "  emu list                    Show the emulated devices and their USB state\n"
                "  emu show NAME               One device, as JSON\n"
@@ -33,6 +41,7 @@ static void help(void) {
                "  emu wakeup NAME [force]     The device signals remote wakeup through its hub\n"
                "  emu type NAME TEXT          Type TEXT on an emulated keyboard\n\n"
                "Options:\n"
+               "     --socket PATH            drowsed's control socket (default " DEFAULT_DAEMON_SOCKET ")\n"
                "     --emu-socket PATH        Emulator control socket (default " DEFAULT_EMU_SOCKET ")\n"
                "     --controller N           With emu attach: use vhci_hcd controller N\n"
                "     --json                   Machine-readable output where there is a table\n"
@@ -41,22 +50,22 @@ static void help(void) {
 }
 
 /* Sends one request and prints the answer. Returns 0, or a negative errno after saying what went wrong. */
-static int emu_request(const char *request) {
+static int request_to(const char *socket_path, const char *who, const char *request) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         _cleanup_close_ int fd = -EBADF;
         _cleanup_free_ char *reply = NULL;
         ssize_t n;
 
-        if (strlen(arg_emu_socket) >= sizeof(sa.sun_path))
-                return log_error_errno(ENAMETOOLONG, "Socket path too long: %s", arg_emu_socket);
-        strcpy(sa.sun_path, arg_emu_socket);
+        if (strlen(socket_path) >= sizeof(sa.sun_path))
+                return log_error_errno(ENAMETOOLONG, "Socket path too long: %s", socket_path);
+        strcpy(sa.sun_path, socket_path);
 
         fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return log_error_errno(errno, "Cannot create socket: %m");
         if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
-                return log_error_errno(errno, "Cannot reach drowse-emu at %s: %m (is it running with --control?)",
-                                       arg_emu_socket);
+                return log_error_errno(errno, "Cannot reach %s at %s: %m (is it running%s?)", who,
+                                       socket_path, streq(who, "drowse-emu") ? " with --control" : "");
         if (send(fd, request, strlen(request), MSG_NOSIGNAL) < 0)
                 return log_error_errno(errno, "Cannot send request: %m");
 
@@ -65,9 +74,9 @@ static int emu_request(const char *request) {
                 return log_oom();
         n = recv(fd, reply, MAX_REPLY, MSG_TRUNC);
         if (n < 0)
-                return log_error_errno(errno, "No answer from drowse-emu: %m");
+                return log_error_errno(errno, "No answer from %s: %m", who);
         if (n == 0)
-                return log_error_errno(ECONNRESET, "drowse-emu closed the connection without an answer");
+                return log_error_errno(ECONNRESET, "%s closed the connection without an answer", who);
         if (n > MAX_REPLY)
                 return log_error_errno(EMSGSIZE, "Answer larger than %d bytes", MAX_REPLY);
         reply[n] = 0;
@@ -80,13 +89,42 @@ static int emu_request(const char *request) {
         return -EIO;
 }
 
+static int emu_request(const char *request) {
+        return request_to(arg_emu_socket, "drowse-emu", request);
+}
+
+static int verb_daemon(int argc, char *argv[]) {
+        char request[600];
+        const char *verb = argv[0];
+        int n;
+
+        if (streq(verb, "status") || streq(verb, "list") || streq(verb, "reload")) {
+                if (argc != 1)
+                        return log_error_errno(EINVAL, "%s takes no arguments", verb);
+                n = snprintf(request, sizeof(request), "%s%s", verb,
+                             arg_json && !streq(verb, "reload") ? "-json" : "");
+        } else if (streq(verb, "show") || streq(verb, "why")) {
+                if (argc != 2)
+                        return log_error_errno(EINVAL, "%s takes exactly one device", verb);
+                if (strchr(argv[1], '\n'))
+                        return log_error_errno(EINVAL, "Invalid device name");
+                n = snprintf(request, sizeof(request), "%s%s %s", verb,
+                             arg_json && streq(verb, "why") ? "-json" : "", argv[1]);
+        } else
+                return log_error_errno(EINVAL, "Unknown command '%s' (see --help)", verb);
+        if (n < 0 || (size_t) n >= sizeof(request))
+                return log_error_errno(E2BIG, "Argument too long");
+        return request_to(arg_socket, "drowsed", request);
+}
+
 static int verb_emu(int argc, char *argv[]) {
         char request[4096];
         const char *verb = argc > 0 ? argv[0] : NULL;
         int n;
 
         if (!verb)
-                return log_error_errno(EINVAL, "emu needs a command: list, show, add-disk, remove, attach, detach");
+                return log_error_errno(EINVAL,
+                                       "emu needs a command: list, show, add-disk, remove, attach, detach");
 
         if (streq(verb, "list")) {
                 if (argc != 1)
@@ -107,8 +145,9 @@ static int verb_emu(int argc, char *argv[]) {
                         return log_error_errno(E2BIG, "Text too long");
                 return emu_request(request);
         }
-        if (streq(verb, "show") || streq(verb, "add-disk") || streq(verb, "remove") || streq(verb, "attach") ||
-            streq(verb, "detach") || streq(verb, "plug") || streq(verb, "unplug") || streq(verb, "wakeup")) {
+        if (streq(verb, "show") || streq(verb, "add-disk") || streq(verb, "remove") ||
+            streq(verb, "attach") || streq(verb, "detach") || streq(verb, "plug") || streq(verb, "unplug") ||
+            streq(verb, "wakeup")) {
                 if (argc != 2)
                         return log_error_errno(EINVAL, "emu %s takes exactly one argument", verb);
                 if (streq(verb, "attach") && arg_controller)
@@ -123,9 +162,10 @@ static int verb_emu(int argc, char *argv[]) {
 }
 
 static int parse_argv(int argc, char *argv[]) {
-        enum { ARG_EMU_SOCKET = 0x100, ARG_JSON, ARG_CONTROLLER, ARG_VERSION };
+        enum { ARG_EMU_SOCKET = 0x100, ARG_SOCKET, ARG_JSON, ARG_CONTROLLER, ARG_VERSION };
         static const struct option options[] = {
                 { "emu-socket", required_argument, NULL, ARG_EMU_SOCKET },
+                { "socket",     required_argument, NULL, ARG_SOCKET     },
                 { "controller", required_argument, NULL, ARG_CONTROLLER },
                 { "json",       no_argument,       NULL, ARG_JSON       },
                 { "help",       no_argument,       NULL, 'h'            },
@@ -138,6 +178,9 @@ static int parse_argv(int argc, char *argv[]) {
                 switch (c) {
                 case ARG_EMU_SOCKET:
                         arg_emu_socket = optarg;
+                        break;
+                case ARG_SOCKET:
+                        arg_socket = optarg;
                         break;
                 case ARG_CONTROLLER:
                         arg_controller = optarg;
@@ -163,7 +206,8 @@ int main(int argc, char *argv[]) {
         int r;
 
         log_parse_environment();
-        /* Options may also follow the command ("drowsectl emu list --json"): parse the words after it too. */
+        /* Options may also follow the command ("drowsectl emu list --json"): parse the words after it too.
+         */
         r = parse_argv(argc, argv);
         if (r <= 0)
                 return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
@@ -177,6 +221,10 @@ int main(int argc, char *argv[]) {
         for (int i = optind; i < argc && n < (int) ELEMENTSOF(words); i++) {
                 if (streq(argv[i], "--json"))
                         arg_json = true;
+                else if (strneq(argv[i], "--socket=", 9))
+                        arg_socket = argv[i] + 9;
+                else if (streq(argv[i], "--socket") && i + 1 < argc)
+                        arg_socket = argv[++i];
                 else if (strneq(argv[i], "--controller=", 13))
                         arg_controller = argv[i] + 13;
                 else if (streq(argv[i], "--controller") && i + 1 < argc)
@@ -187,6 +235,8 @@ int main(int argc, char *argv[]) {
 
         if (n > 0 && streq(words[0], "emu"))
                 r = verb_emu(n - 1, words + 1);
+        else if (n > 0)
+                r = verb_daemon(n, words);
         else
                 r = log_error_errno(EINVAL, "Unknown command '%s' (see --help)", n > 0 ? words[0] : "");
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
