@@ -214,8 +214,6 @@ int usbip_header_decode(const uint8_t *buf, size_t len, UsbipHeader *ret, const 
                 return fail(ret_error, EBADMSG, "unknown command");
 
         /* vhci numbers URBs from 1; a 0 can only come from a broken or hostile peer. */
-        if (ret->seqnum == 0)
-                return fail(ret_error, EBADMSG, "seqnum is 0");
         if (ret->direction != USBIP_DIR_OUT && ret->direction != USBIP_DIR_IN)
                 return fail(ret_error, EBADMSG, "direction is neither OUT (0) nor IN (1)");
         /* USB has 16 endpoint numbers; the kernel's stub rejects the same (get_pipe()). */
@@ -250,8 +248,6 @@ int usbip_header_decode(const uint8_t *buf, size_t len, UsbipHeader *ret, const 
                         return fail(ret_error, EBADMSG, "number_of_packets out of range");
                 break;
         case USBIP_CMD_UNLINK:
-                if (ret->u.cmd_unlink.seqnum == 0)
-                        return fail(ret_error, EBADMSG, "unlink target seqnum is 0");
                 break;
         case USBIP_RET_UNLINK:
                 break;

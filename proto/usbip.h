@@ -203,12 +203,13 @@ typedef struct UsbipHeader {
 assert_cc(sizeof(((UsbipHeader *) NULL)->u.cmd_submit.setup) == USBIP_HEADER_SIZE - USBIP_HDR_OFF_SETUP);
 
 /* Decodes and validates one 48-byte header. Returns -EBADMSG, with *ret_error (optional) a static
- * string naming the field, for: len < 48, an unknown command, seqnum 0, direction not 0/1, ep > 15;
+ * string naming the field, for: len < 48, an unknown command, direction not 0/1, ep > 15;
  * number_of_packets (CMD_SUBMIT and RET_SUBMIT) neither 0, -1 nor 1..USBIP_MAX_ISO_PACKETS;
  * CMD_SUBMIT: transfer_buffer_length > USBIP_MAX_TRANSFER_LENGTH, ISO packets on ep 0, direction
  * disagreeing with USBIP_URB_DIR_IN on ep 1..15 (on ep 0 the kernel takes the flag from the setup
  * packet, not the pipe, so the two may differ); RET_SUBMIT: actual_length > USBIP_MAX_TRANSFER_LENGTH;
- * CMD_UNLINK: victim seqnum 0. Padding is ignored, as the kernel ignores it.
+ * Padding is ignored, as the kernel ignores it. Any seqnum is valid, 0 included: vhci's counter is an
+ * atomic_t that wraps through 0 on a long-lived connection.
  * *ret is filled wherever the bytes were there, even on error, so the caller can log values. */
 int usbip_header_decode(const uint8_t *buf, size_t len, UsbipHeader *ret, const char **ret_error);
 /* Writes all 48 bytes, padding zeroed. For RET_* devid/direction/ep go out as given (the protocol
