@@ -56,12 +56,13 @@ vm_mount_configfs() {
                 vm_fail "cannot mount configfs"
 }
 
-# vm_gadget_disk NAME IMAGE [UDC]: create a USB mass-storage gadget NAME (configfs,
-# f_mass_storage, VID:PID 0525:a4a5 like g_mass_storage) backed by IMAGE and bind it to UDC
-# (default: the first one in /sys/class/udc). Debian's 6.1 kernel has no g_mass_storage module,
-# only the configfs function, so this works the same on both kernels. Load dummy_hcd first.
+# vm_gadget_disk NAME IMAGE [UDC] [REMOVABLE]: create a USB mass-storage gadget NAME (configfs,
+# f_mass_storage, VID:PID 0525:a4a5 like g_mass_storage, serial drowse-NAME) backed by IMAGE and
+# bind it to UDC (default: the first one in /sys/class/udc); REMOVABLE is 0 (default) or 1. Debian's
+# 6.1 kernel has no g_mass_storage module, only the configfs function, so this works the same on both
+# kernels. Load dummy_hcd first.
 vm_gadget_disk() {
-        local name=$1 image=$2 udc=${3:-} g
+        local name=$1 image=$2 udc=${3:-} removable=${4:-0} g
         vm_modprobe libcomposite
         vm_modprobe usb_f_mass_storage
         vm_mount_configfs
@@ -81,7 +82,7 @@ vm_gadget_disk() {
         mkdir "$g/configs/c.1"
         mkdir "$g/functions/mass_storage.0"
         echo 0 >"$g/functions/mass_storage.0/stall"
-        echo 0 >"$g/functions/mass_storage.0/lun.0/removable"
+        echo "$removable" >"$g/functions/mass_storage.0/lun.0/removable"
         echo "$image" >"$g/functions/mass_storage.0/lun.0/file"
         ln -s "$g/functions/mass_storage.0" "$g/configs/c.1/"
         echo "$udc" >"$g/UDC"
@@ -95,4 +96,17 @@ vm_usb_disks() {
                 [[ $(readlink -f "$b/device") == */usb[0-9]*/* ]] && echo "${b##*/}"
         done
         return 0
+}
+
+# vm_disk_of_serial SERIAL: print the sd block device (sda ...) of the USB device with this serial.
+vm_disk_of_serial() {
+        local d p
+        for d in $(vm_usb_disks); do
+                p=$(readlink -f "/sys/block/$d/device")
+                while [[ $p != / && ! -f $p/serial ]]; do p=${p%/*}; done
+                [[ -f $p/serial && $(<"$p/serial") == "$1" && -b /dev/$d ]] || continue
+                echo "$d"
+                return 0
+        done
+        return 1
 }

@@ -23,37 +23,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# vm_gadget_disk with a choice of removable (its own is always removable=0).
-gadget_disk() {
-        local name=$1 image=$2 udc=$3 removable=$4 g=/sys/kernel/config/usb_gadget/$1
-        mkdir "$g"
-        echo 0x0525 >"$g/idVendor"
-        echo 0xa4a5 >"$g/idProduct"
-        mkdir "$g/strings/0x409"
-        echo "drowse-$name" >"$g/strings/0x409/serialnumber"
-        echo drowse >"$g/strings/0x409/manufacturer"
-        echo "drowse test disk" >"$g/strings/0x409/product"
-        mkdir "$g/configs/c.1"
-        mkdir "$g/functions/mass_storage.0"
-        echo 0 >"$g/functions/mass_storage.0/stall"
-        echo "$removable" >"$g/functions/mass_storage.0/lun.0/removable"
-        echo "$image" >"$g/functions/mass_storage.0/lun.0/file"
-        ln -s "$g/functions/mass_storage.0" "$g/configs/c.1/"
-        echo "$udc" >"$g/UDC"
-}
-
-# The sd disk whose USB serial is $1.
-disk_of_serial() {
-        local d p
-        for d in $(vm_usb_disks); do
-                p=$(readlink -f "/sys/block/$d/device")
-                while [[ $p != / && ! -f $p/serial ]]; do p=${p%/*}; done
-                [[ -f $p/serial && $(<"$p/serial") == "$1" && -b /dev/$d ]] || continue
-                echo "$d"
-                return 0
-        done
-        return 1
-}
 
 # The chain above a disk, bottom up: scsi_device target host interface usb_device.
 chain_of() {
@@ -115,9 +84,9 @@ mapfile -t udcs < <(find /sys/class/udc -mindepth 1 -maxdepth 1 -printf '%f\n' |
 ((${#udcs[@]} >= 2)) || vm_fail "dummy_hcd num=2 gave ${#udcs[@]} UDCs"
 
 truncate -s 32M /tmp/a.img /tmp/b.img
-gadget_disk a /tmp/a.img "${udcs[0]}" 0
-vm_wait_for 60 disk_of_serial drowse-a
-disk_a=$(disk_of_serial drowse-a)
+vm_gadget_disk a /tmp/a.img "${udcs[0]}" 0
+vm_wait_for 60 vm_disk_of_serial drowse-a
+disk_a=$(vm_disk_of_serial drowse-a)
 usb_a=$(chain_of "$disk_a" | awk '{print $5}')
 usb_a=${usb_a##*/}
 vm_log "disk a: /dev/$disk_a on USB device $usb_a, before drowsed:"
@@ -143,9 +112,9 @@ wait_suspended "$disk_a"
 show_chain "$disk_a"
 
 vm_log "== hotplug of a removable disk"
-gadget_disk b /tmp/b.img "${udcs[1]}" 1
-vm_wait_for 60 disk_of_serial drowse-b
-disk_b=$(disk_of_serial drowse-b)
+vm_gadget_disk b /tmp/b.img "${udcs[1]}" 1
+vm_wait_for 60 vm_disk_of_serial drowse-b
+disk_b=$(vm_disk_of_serial drowse-b)
 usb_b=$(chain_of "$disk_b" | awk '{print $5}')
 usb_b=${usb_b##*/}
 vm_log "disk b: /dev/$disk_b on USB device $usb_b (events: '$(<"/sys/block/$disk_b/events")')"

@@ -20,17 +20,6 @@ cleanup() {
 bus_pid=
 trap cleanup EXIT
 
-disk_of_serial() {
-        local d p
-        for d in $(vm_usb_disks); do
-                p=$(readlink -f "/sys/block/$d/device")
-                while [[ $p != / && ! -f $p/serial ]]; do p=${p%/*}; done
-                [[ -f $p/serial && $(<"$p/serial") == "$1" && -b /dev/$d ]] || continue
-                echo "$d"
-                return 0
-        done
-        return 1
-}
 usb_of() { local p; p=$(readlink -f "/sys/block/$1/device"); p=${p%/*/*/*/*}; echo "${p##*/}"; }
 chain_suspended() {
         local sdev n
@@ -57,9 +46,9 @@ vm_log "udevd running"
 truncate -s 32M /tmp/a.img /tmp/b.img
 mapfile -t udcs < <(find /sys/class/udc -mindepth 1 -maxdepth 1 -printf '%f\n' | sort)
 vm_gadget_disk a /tmp/a.img "${udcs[0]}"
-vm_wait_for 60 disk_of_serial drowse-a
+vm_wait_for 60 vm_disk_of_serial drowse-a
 udevadm settle -t 60
-disk_a=$(disk_of_serial drowse-a)
+disk_a=$(vm_disk_of_serial drowse-a)
 usb_a=$(usb_of "$disk_a")
 [[ $(udevadm info -q property "/sys/bus/usb/devices/$usb_a") == *ID_AUTOSUSPEND=1* ]] ||
         vm_fail "the test rule did not set ID_AUTOSUSPEND on $usb_a"
@@ -102,8 +91,8 @@ vm_log "disk a ($usb_a) suspended, whole chain"
 # Hotplug through udevd's monitor group.
 # vm_gadget_disk names the function mass_storage.0 in its own gadget dir; a second gadget is fine.
 vm_gadget_disk b /tmp/b.img "${udcs[1]}"
-vm_wait_for 60 disk_of_serial drowse-b
-disk_b=$(disk_of_serial drowse-b)
+vm_wait_for 60 vm_disk_of_serial drowse-b
+disk_b=$(vm_disk_of_serial drowse-b)
 usb_b=$(usb_of "$disk_b")
 vm_wait_for 20 state_is "$usb_b" excluded
 [[ $(<"/sys/block/$disk_b/device/power/control") == on ]] || vm_fail "excluded b's scsi_device was touched"

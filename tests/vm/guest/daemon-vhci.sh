@@ -18,17 +18,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-disk_of_serial() {
-        local d p
-        for d in $(vm_usb_disks); do
-                p=$(readlink -f "/sys/block/$d/device")
-                while [[ $p != / && ! -f $p/serial ]]; do p=${p%/*}; done
-                [[ -f $p/serial && $(<"$p/serial") == "$1" && -b /dev/$d ]] || continue
-                echo "$d"
-                return 0
-        done
-        return 1
-}
 usb_of() { local p; p=$(readlink -f "/sys/block/$1/device"); p=${p%/*/*/*/*}; echo "${p##*/}"; }
 chain_suspended() {
         local sdev n
@@ -47,9 +36,9 @@ vm_modprobe sd_mod
         --disk "/tmp/a.img,size=32M,serial=DRWA,name=a" --disk "/tmp/b.img,size=32M,serial=DRWB,name=b" \
         >>"$DROWSE_OUT/emu.log" 2>&1 &
 emu_pid=$!
-vm_wait_for 60 disk_of_serial DRWA
-vm_wait_for 60 disk_of_serial DRWB
-disk_a=$(disk_of_serial DRWA) disk_b=$(disk_of_serial DRWB)
+vm_wait_for 60 vm_disk_of_serial DRWA
+vm_wait_for 60 vm_disk_of_serial DRWB
+disk_a=$(vm_disk_of_serial DRWA) disk_b=$(vm_disk_of_serial DRWB)
 usb_a=$(usb_of "$disk_a") usb_b=$(usb_of "$disk_b")
 vm_log "a: $disk_a on $usb_a, b: $disk_b on $usb_b ($(readlink -f "/sys/bus/usb/devices/$usb_a" | grep -o 'vhci_hcd\.[0-9]*'))"
 
