@@ -1,7 +1,7 @@
 #!/bin/bash
-# The live demo (tools/demo): drowse-emu's default topology on a real kernel, step by step. A hub with
-# a disk and a keyboard behind it, and a disk on a root port of its own controller. Runs inside the
-# VM (default) or on the host kernel (tools/demo --host).
+# The live demo (tools/demo): drowse-emu's default topology on a real kernel, step by step, with drowsed
+# applying its policy. A hub with a disk and a keyboard behind it, and a disk on a root port of its own
+# controller. Runs inside the VM (default) or on the host kernel (tools/demo --host).
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/../guest-lib.sh
 . "$DROWSE_VM_LIB"
@@ -10,16 +10,19 @@ emu=$DROWSE_BUILD_DIR/emulator/drowse-emu
 work=$(mktemp -d /tmp/drowse-demo.XXXXXX)
 sock=$work/emu.ctl
 emu_pid=
+drowsed_pid=
 reader=
 
 bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 say() { printf '   %s\n' "$*"; }
 ctl() { "$DROWSE_BUILD_DIR/daemon/drowsectl" --emu-socket "$sock" "$@"; }
+dctl() { "$DROWSE_BUILD_DIR/daemon/drowsectl" --socket "$work/drowsed.ctl" "$@"; }
 field() { ctl emu show "$1" | python3 -c "import json,sys; d=json.load(sys.stdin); print($2)"; }
 
 cleanup() {
         [[ -n $reader ]] && kill "$reader" 2>/dev/null
         [[ -n $emu_pid ]] && kill -TERM "$emu_pid" 2>/dev/null && wait "$emu_pid" 2>/dev/null
+        [[ -n $drowsed_pid ]] && kill -TERM "$drowsed_pid" 2>/dev/null && wait "$drowsed_pid" 2>/dev/null
         rm -rf "$work"
 }
 trap cleanup EXIT
@@ -63,17 +66,28 @@ show_chain() {
                 printf '   %-10s %s\n' "$(cat "$n/power/runtime_status")" "${n#/sys/devices/platform/}"
         done
 }
-autosuspend() { # autosuspend NODE... with a delay
-        local n
-        for n in "$@"; do
-                echo "$DELAY_MS" >"$n/power/autosuspend_delay_ms"
-                echo auto >"$n/power/control"
-        done
-}
 suspended() { [[ $(cat "$1/power/runtime_status") == suspended ]]; }
-DELAY_MS=500
 
 for m in vhci-hcd usb-storage sd_mod ext4 usbhid hid_generic evdev; do vm_modprobe "$m"; done
+
+bold "0. drowsed starts with its policy: disks after 500 ms idle, and a rule for our keyboard"
+cat >"$work/drowse.conf" <<'CONF'
+[defaults]
+delay-ms = 500
+disk-delay-ms = 500
+
+# HID devices are left alone by default; this keyboard wakes reliably through its hub.
+[rule emulated-keyboard]
+match-id = 1209:0003
+autosuspend = yes
+delay-ms = 500
+CONF
+sed 's/^/   /' "$work/drowse.conf"
+# No udevd in the guest: drowsed listens to the kernel's own uevents.
+"$DROWSE_BUILD_DIR/daemon/drowsed" --config "$work/drowse.conf" --monitor kernel --no-bus \
+        --control "$work/drowsed.ctl" >"$DROWSE_OUT/drowsed.log" 2>&1 &
+drowsed_pid=$!
+vm_wait_for 20 test -S "$work/drowsed.ctl"
 
 bold "1. drowse-emu: a hub with a disk and a keyboard, and a disk on its own vhci controller"
 "$emu" --attach --no-listen --control "$sock" --hub hub0,ports=4 \
@@ -100,11 +114,10 @@ sum=$(sha256sum <"$work/mnt/data" | cut -c1-16)
 umount "$work/mnt"
 say "wrote 16 MiB (sha256 $sum...), synced, unmounted"
 
-bold "3. runtime PM: the disk chain autosuspends, the hub suspends its port"
-say "(what drowsed does for USB disks: power/control=auto and a delay on the scsi_device and USB device)"
+bold "3. drowsed's decisions; the disk chain autosuspends and the hub suspends its port"
 datadev=$(dev_by_serial DATA0001)
-autosuspend "$(readlink -f "/sys/block/$data/device")" "$datadev"
 vm_wait_for 30 suspended "$datadev"
+dctl list | sed 's/^/   /'
 show_chain "$data" DATA0001
 say "drowse-emu: $(grep "port 2 suspended" "$DROWSE_OUT/emu.log" | tail -n1)"
 
@@ -133,7 +146,6 @@ while len(typed) < 6 and time.monotonic() < deadline:
 print(typed, flush=True)
 PY
 reader=$!
-autosuspend "$kbddev"
 vm_wait_for 30 suspended "$kbddev"
 say "keyboard: $(cat "$kbddev/power/runtime_status"), remote wakeup armed by usbhid: $(field kbd 'd["remote_wakeup"]')"
 ctl emu type kbd drowse >/dev/null
@@ -145,13 +157,19 @@ say "drowse-emu: $(grep "signals remote wakeup" "$DROWSE_OUT/emu.log" | tail -n1
 
 bold "6. the solo disk on its own controller: root-port suspend, which vhci keeps to itself"
 solodev=$(dev_by_serial SOLO0001)
-autosuspend "$(readlink -f "/sys/block/$solo/device")" "$solodev"
 vm_wait_for 30 suspended "$solodev"
 dd if="/dev/$solo" of=/dev/null bs=4k count=1 iflag=direct status=none
 vm_wait_for 10 grep -q "solo: GET_STATUS after" "$DROWSE_OUT/emu.log"
 say "drowse-emu inferred: $(grep "solo: GET_STATUS after" "$DROWSE_OUT/emu.log" | tail -n1)"
 
-bold "7. summary"
+bold "7. why won't it suspend? a process holds the solo disk's usbfs node open"
+exec 3<"/dev/bus/usb/$(printf %03d "$(cat "$solodev/busnum")")/$(printf %03d "$(cat "$solodev/devnum")")"
+dctl why "$solo" | sed 's/^/   /'
+exec 3<&-
+vm_wait_for 30 suspended "$solodev"
+say "closed again: $(cat "$solodev/power/runtime_status")"
+
+bold "8. summary"
 ctl emu list --json >"$DROWSE_OUT/summary.json"
 python3 - "$DROWSE_OUT/summary.json" <<'PY'
 import json, sys
