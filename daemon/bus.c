@@ -77,6 +77,61 @@ static int method_why(sd_bus_message *msg, void *userdata, sd_bus_error *error) 
         return sd_bus_reply_method_return(msg, "s", text);
 }
 
+static int method_get_statistics(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        const DeviceRecord *rec;
+        Device *d;
+        int r;
+
+        r = find_device(userdata, msg, error, &d);
+        if (r < 0 || !d)
+                return r;
+        rec = d->rec;
+        return sd_bus_reply_method_return(msg, "ssssbsuttttt", d->sysname, d->id, d->serial,
+                                          device_state_to_string(d->state), rec && rec->quarantined,
+                                          rec && rec->quarantined ? rec->quarantine_reason : "",
+                                          rec ? rec->backoff : 1, rec ? rec->stats.suspended_ms : 0,
+                                          rec ? rec->stats.active_ms : 0, rec ? rec->stats.resumes : 0,
+                                          rec ? rec->stats.wakeups : 0, rec ? rec->stats.decisions : 0);
+}
+
+static int check_root(sd_bus_message *msg, sd_bus_error *error, const char *what) {
+        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+        uid_t uid;
+        int r;
+
+        r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID, &creds);
+        if (r < 0)
+                return r;
+        r = sd_bus_creds_get_euid(creds, &uid);
+        if (r < 0)
+                return r;
+        if (uid != 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED, "%s needs root", what);
+        return 1;
+}
+
+static int method_release(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        const char *name;
+        int r;
+
+        r = check_root(msg, error, "Release");
+        if (r <= 0)
+                return r;
+        r = sd_bus_message_read(msg, "s", &name);
+        if (r < 0)
+                return r;
+        r = manager_release(userdata, name);
+        if (r == -ENODEV)
+                return sd_bus_error_setf(error, "org.drowse.NoSuchDevice", "No USB device '%s' known to drowsed",
+                                         name);
+        if (r == -EALREADY)
+                return sd_bus_error_setf(error, "org.drowse.NotQuarantined",
+                                         "%s is not quarantined, backed off or yielded", name);
+        if (r < 0)
+                return r;
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
 static int method_reload(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
         char text[POLICY_ERROR_MAX];
@@ -125,6 +180,14 @@ static const sd_bus_vtable manager_vtable[] = {
                                               luns, "b", control_set_by_drowsed),
                                 method_get_device, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Why", SD_BUS_ARGS("s", name), SD_BUS_RESULT("s", json), method_why,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("GetStatistics", SD_BUS_ARGS("s", name),
+                                SD_BUS_RESULT("s", name, "s", id, "s", serial, "s", state, "b", quarantined, "s",
+                                              quarantine_reason, "u", backoff, "t", suspended_ms, "t",
+                                              active_ms, "t", resumes, "t", wakeups, "t", decisions),
+                                method_get_statistics, SD_BUS_VTABLE_UNPRIVILEGED),
+        /* Root only, checked by the handler as for Reload. */
+        SD_BUS_METHOD_WITH_ARGS("Release", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT, method_release,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         /* Unprivileged as far as sd-bus's capability check goes: the handler checks for root itself. */
         SD_BUS_METHOD_WITH_ARGS("Reload", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_reload,

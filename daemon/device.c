@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <dirent.h>
+#include <inttypes.h>
 #include <stdarg.h>
+#include <systemd/sd-journal.h>
 
 #include "device.h"
 #include "json.h"
@@ -14,6 +17,7 @@ static const char *const device_state_table[_DEVICE_STATE_MAX] = {
         [DEVICE_REFUSED] = "refused",
         [DEVICE_IGNORED] = "ignored",
         [DEVICE_GONE] = "gone",
+        [DEVICE_QUARANTINED] = "quarantined",
 };
 DEFINE_STRING_TABLE_LOOKUP(device_state, DeviceState);
 
@@ -51,6 +55,7 @@ int device_new(struct udev_device *dev, Device **ret) {
         d->state = DEVICE_PENDING;
         d->dirty = true;
         d->delay_ms = d->disk_delay_ms = -1;
+        d->owned_delay_ms = d->owned_disk_delay_ms = -1;
         copy_attr(syspath, "idVendor", vid, sizeof(vid));
         copy_attr(syspath, "idProduct", pid, sizeof(pid));
         snprintf(d->id, sizeof(d->id), "%.4s:%.4s", vid, pid);
@@ -85,6 +90,7 @@ typedef struct Apply {
         DeviceState state;
         char reason[320];
         unsigned n_luns;
+        char luns[DEVICE_MAX_OWNED_LUNS][256]; /* the LUNs set up, for drift detection */
 } Apply;
 
 _printf_(3, 4) static int set_outcome(Apply *a, DeviceState state, const char *fmt, ...) {
@@ -210,6 +216,8 @@ static int apply_lun(Apply *a, struct udev *udev, struct udev_device *sdev, cons
                                 return refuse_write(a, r, cdir, "manage_runtime_start_stop");
                 }
         }
+        if (a->n_luns < DEVICE_MAX_OWNED_LUNS)
+                snprintf(a->luns[a->n_luns], sizeof(a->luns[0]), "%s", dir);
         a->n_luns++;
         return 0;
 }
@@ -278,6 +286,20 @@ static int do_apply(Apply *a, struct udev *udev, const Policy *p, PowerSource po
         if (!udev_device_get_driver(dev))
                 return set_outcome(a, DEVICE_PENDING, "waiting for the usb driver to bind");
 
+        /* Before the policy: a quarantined device stays on whatever the rules say, until released. */
+        if (d->rec && d->rec->quarantined) {
+                for (unsigned l = 0; l < MIN(d->n_owned_luns, DEVICE_MAX_OWNED_LUNS); l++)
+                        (void) write_attr(d, d->owned_luns[l], "power/control", "on");
+                r = write_attr(d, d->syspath, "power/control", "on");
+                if (r < 0 && r != -ENOENT)
+                        return refuse_write(a, r, d->syspath, "power/control");
+                d->wrote_control = false;
+                return set_outcome(a, DEVICE_QUARANTINED, "quarantined: %s (drowsectl release %s lifts it)",
+                                   d->rec->quarantine_reason, d->sysname);
+        }
+        if (d->yielded)
+                return set_outcome(a, DEVICE_EXCLUDED, "%s", d->yield_reason);
+
         e = children(udev, dev, "usb");
         if (!e)
                 return -ENOMEM;
@@ -331,6 +353,8 @@ decide:
         f.id_persist = udev_device_get_property_value(dev, "ID_PERSIST");
         policy_decide(p, &f, &dec);
         facts_free_drivers(&f);
+        dec.delay_ms = device_effective_delay(d, dec.delay_ms);
+        dec.disk_delay_ms = device_effective_delay(d, dec.disk_delay_ms);
         snprintf(d->rule, sizeof(d->rule), "%s", dec.rule ? dec.rule->name : "");
         d->delay_ms = dec.delay_ms;
         d->disk_delay_ms = dec.disk_delay_ms;
@@ -400,6 +424,33 @@ int device_apply(Device *d, struct udev *udev, const Policy *p, PowerSource powe
         if (a.state == DEVICE_AUTOSUSPEND)
                 d->n_luns = a.n_luns;
         d->dirty = false;
+        switch (a.state) {
+        case DEVICE_AUTOSUSPEND:
+                d->owned = true;
+                snprintf(d->owned_control, sizeof(d->owned_control), "auto");
+                d->owned_delay_ms = d->delay_ms;
+                d->owned_disk_delay_ms = d->disk_delay_ms;
+                d->n_owned_luns = MIN(a.n_luns, DEVICE_MAX_OWNED_LUNS);
+                memcpy(d->owned_luns, a.luns, sizeof(a.luns));
+                break;
+        case DEVICE_QUARANTINED:
+                /* The LUNs were set to on too: what drowsed owns now is "on" everywhere. */
+                d->owned = true;
+                snprintf(d->owned_control, sizeof(d->owned_control), "on");
+                d->owned_delay_ms = d->owned_disk_delay_ms = -1;
+                break;
+        case DEVICE_PENDING:
+        case DEVICE_EXCLUDED:
+        case DEVICE_REFUSED:
+        case DEVICE_IGNORED:
+        case DEVICE_GONE:
+                d->owned = false;
+                d->n_owned_luns = 0;
+                break;
+        case _DEVICE_STATE_MAX:
+        case _DEVICE_STATE_INVALID:
+                break;
+        }
         if (a.state != d->state || !streq(a.reason, d->reason) ||
             (a.state == DEVICE_AUTOSUSPEND &&
              (old_delay != d->delay_ms || old_disk_delay != d->disk_delay_ms))) {
@@ -439,8 +490,9 @@ void device_dump_json(const Device *d, FILE *f) {
                 json_write_string(f, d->vhci);
         else
                 fputs("null", f);
-        fprintf(f, ",\"vhci_root_port\":%s,\"control_set_by_drowsed\":%s}",
-                d->vhci_root_port ? "true" : "false", d->wrote_control ? "true" : "false");
+        fprintf(f, ",\"vhci_root_port\":%s,\"control_set_by_drowsed\":%s,\"quarantined\":%s,\"backoff\":%u}",
+                d->vhci_root_port ? "true" : "false", d->wrote_control ? "true" : "false",
+                d->rec && d->rec->quarantined ? "true" : "false", d->rec ? d->rec->backoff : 1);
 }
 
 void device_dump_text(const Device *d, FILE *f) {
@@ -590,6 +642,9 @@ int device_why(const Device *d, struct udev *udev, bool json, FILE *f) {
         case DEVICE_GONE:
                 BLOCKER("gone: %s", d->reason);
                 break;
+        case DEVICE_QUARANTINED:
+                BLOCKER("%s", d->reason);
+                break;
         case DEVICE_AUTOSUSPEND:
                 break;
         case _DEVICE_STATE_MAX:
@@ -607,9 +662,9 @@ int device_why(const Device *d, struct udev *udev, bool json, FILE *f) {
                         BLOCKER("%s: runtime_status=error", nd->name);
                 if (streq(nd->control, "on"))
                         BLOCKER("%s: power/control=on (%s)", nd->name,
-                                d->state == DEVICE_AUTOSUSPEND ?
-                                        "not set by drowsed: changed by someone else" :
-                                        "the kernel's default; drowsed did not touch it");
+                                d->state == DEVICE_AUTOSUSPEND ? "not set by drowsed: changed by someone else" :
+                                d->state == DEVICE_QUARANTINED ? "set by drowsed: quarantined" :
+                                                                 "the kernel's default; drowsed did not touch it");
                 if (nd->delay < 0 && nd->delay != INT32_MIN)
                         BLOCKER("%s: power/autosuspend_delay_ms=%d (negative: never autosuspend)", nd->name,
                                 nd->delay);
@@ -682,4 +737,139 @@ int device_why(const Device *d, struct udev *udev, bool json, FILE *f) {
         for (size_t k = 0; k < nb; k++)
                 fprintf(f, "  blocker: %s\n", blockers[k]);
         return 0;
+}
+
+int device_effective_delay(const Device *d, int delay_ms) {
+        uint64_t v;
+
+        if (delay_ms < 0 || !d->rec || d->rec->backoff <= 1)
+                return delay_ms;
+        /* drowse.conf's upper bound: an hour. */
+        v = (uint64_t) delay_ms * d->rec->backoff;
+        return (int) MIN(v, (uint64_t) 3600 * 1000);
+}
+
+static int read_u64(const char *dir, const char *attr, uint64_t *ret) {
+        char buf[32], *end;
+        unsigned long long l;
+        int r;
+
+        r = sysfs_read(dir, attr, buf, sizeof(buf));
+        if (r < 0)
+                return r;
+        if (buf[0] < '0' || buf[0] > '9')
+                return -EBADMSG;
+        errno = 0;
+        l = strtoull(buf, &end, 10);
+        if (*end != 0 || errno != 0)
+                return -EBADMSG;
+        *ret = l;
+        return 0;
+}
+
+/* The wakeup source's event count: power/wakeup_count (empty while wakeup is disabled), else the
+ * wakeup class device below the device (Linux 5.4+), wakeup/wakeupN/event_count. */
+static bool read_wakeup_count(const char *syspath, uint64_t *ret) {
+        _cleanup_(closedirp) DIR *dir = NULL;
+        char path[4096];
+
+        if (read_u64(syspath, "power/wakeup_count", ret) >= 0)
+                return true;
+        snprintf(path, sizeof(path), "%s/wakeup", syspath);
+        dir = opendir(path);
+        if (!dir)
+                return false;
+        for (struct dirent *de; (de = readdir(dir));) {
+                char sub[4096 + 300];
+                if (!strneq(de->d_name, "wakeup", 6))
+                        continue;
+                snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name);
+                if (read_u64(sub, "event_count", ret) >= 0)
+                        return true;
+        }
+        return false;
+}
+
+int device_sample(const Device *d, Sample *ret) {
+        Sample s = {};
+        int r;
+
+        r = sysfs_read(d->syspath, "power/runtime_status", s.status, sizeof(s.status));
+        if (r < 0)
+                return r;
+        r = read_u64(d->syspath, "power/runtime_active_time", &s.active_ms);
+        if (r >= 0)
+                r = read_u64(d->syspath, "power/runtime_suspended_time", &s.suspended_ms);
+        if (r < 0)
+                return r;
+        s.has_wakeup_count = read_wakeup_count(d->syspath, &s.wakeup_count);
+        s.valid = true;
+        *ret = s;
+        return 0;
+}
+
+void device_log_decision(Device *d, const char *decision, const char *fmt, ...) {
+        char reason[STATS_REASON_MAX * 2];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(reason, sizeof(reason), fmt, ap);
+        va_end(ap);
+        /* Under journald, fields a query can select on ("journalctl DROWSE_DECISION=quarantine"); the
+         * stderr stream cannot carry them. */
+        if (getenv("JOURNAL_STREAM") && log_get_max_level() >= LOG_INFO &&
+            sd_journal_send("MESSAGE=%s (%s): %s: %s", d->devpath, d->id, decision, reason, "PRIORITY=%d",
+                            LOG_INFO, "DROWSE_DEVICE=%s", d->sysname, "DROWSE_ID=%s", d->id,
+                            "DROWSE_DECISION=%s", decision, "SYSLOG_IDENTIFIER=drowsed", NULL) >= 0)
+                ;
+        else
+                log_info("%s (%s): %s: %s", d->devpath, d->id, decision, reason);
+        if (d->rec) {
+                d->rec->stats.decisions++;
+                stats_history_add(&d->rec->stats, stats_now_ms(), HISTORY_DECISION, decision, reason);
+                d->rec->unsaved = true;
+        }
+}
+
+/* One attribute drowsed owns: 1 if someone else changed it. */
+static int drift_attr(Device *d, const char *dir, const char *attr, const char *owned, Drift mode) {
+        char cur[64];
+
+        /* Vanished or unreadable: the subtree is changing, which uevents will tell. */
+        if (sysfs_read(dir, attr, cur, sizeof(cur)) < 0 || streq(cur, owned))
+                return 0;
+        if (mode == DRIFT_YIELD && !d->yielded) {
+                d->yielded = true;
+                snprintf(d->yield_reason, sizeof(d->yield_reason),
+                         "yielded to another writer, who set %s/%s=%s (drift=yield; drowsectl release %s "
+                         "takes it back)",
+                         short_name(dir), attr, cur, d->sysname);
+        }
+        device_log_decision(d, mode == DRIFT_YIELD ? "drift-yield" : "drift-reapply",
+                            "%s/%s was %s, now %s: changed by another writer; %s", short_name(dir), attr, owned,
+                            cur, mode == DRIFT_YIELD ? "leaving it" : "writing it back");
+        return 1;
+}
+
+int device_check_drift(Device *d, Drift mode) {
+        char v[16];
+        int n = 0;
+
+        if (!d->owned || d->yielded)
+                return 0;
+        n += drift_attr(d, d->syspath, "power/control", d->owned_control, mode);
+        if (d->owned_delay_ms >= 0) {
+                snprintf(v, sizeof(v), "%d", d->owned_delay_ms);
+                n += drift_attr(d, d->syspath, "power/autosuspend_delay_ms", v, mode);
+        }
+        for (unsigned l = 0; l < d->n_owned_luns; l++) {
+                n += drift_attr(d, d->owned_luns[l], "power/control", d->owned_control, mode);
+                if (d->owned_disk_delay_ms >= 0) {
+                        snprintf(v, sizeof(v), "%d", d->owned_disk_delay_ms);
+                        n += drift_attr(d, d->owned_luns[l], "power/autosuspend_delay_ms", v, mode);
+                }
+        }
+        if (n > 0)
+                d->dirty = true;
+        return n;
 }

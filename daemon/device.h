@@ -8,6 +8,11 @@
 #include <stdio.h>
 
 #include "policy.h"
+#include "record.h"
+#include "stats.h"
+
+#define DEVICE_MAX_OWNED_LUNS 8
+#define DEVICE_RESUME_WINDOW 64
 
 typedef enum DeviceState {
         DEVICE_PENDING,     /* waiting for interfaces or SCSI LUNs to bind */
@@ -16,6 +21,7 @@ typedef enum DeviceState {
         DEVICE_REFUSED,     /* policy says yes, but the chain cannot suspend */
         DEVICE_IGNORED,     /* never touched: hubs, the emulator's vhci carriers */
         DEVICE_GONE,        /* vanished while we looked at it */
+        DEVICE_QUARANTINED, /* misbehaved when autosuspended: kept on until drowsectl release */
         _DEVICE_STATE_MAX,
         _DEVICE_STATE_INVALID = -EINVAL,
 } DeviceState;
@@ -35,6 +41,28 @@ typedef struct Device {
         unsigned n_luns;
         bool wrote_control;    /* drowsed set the USB device's power/control=auto */
         bool dirty;            /* to be (re)applied */
+
+        DeviceRecord *rec;     /* statistics, strikes, quarantine; owned by the manager, NULL if none */
+        Sample last;           /* the previous sample, for the deltas */
+        struct {
+                uint64_t t_usec; /* CLOCK_MONOTONIC */
+                uint64_t n;
+        } resumes[DEVICE_RESUME_WINDOW]; /* a ring of the last samples' resume counts, for the rate */
+        size_t n_resumes, first_resume;
+        bool tree_changed;     /* a node of the subtree came or went: ownership is stale */
+        bool drift_checked;    /* the sampler already looked for drift before this pass */
+        bool sample_soon;      /* a uevent: sample after the pass, and sample fast again */
+        bool yielded;          /* drift=yield: another writer owns the device until release */
+        char yield_reason[STATS_REASON_MAX];
+
+        /* What drowsed last set and so owns: drift is a change of these by someone else. Forgotten
+         * when the subtree changes (new kernel objects start at the kernel's defaults). */
+        bool owned;
+        char owned_control[8];
+        int owned_delay_ms;    /* -1: not owned */
+        char owned_luns[DEVICE_MAX_OWNED_LUNS][256];
+        unsigned n_owned_luns;
+        int owned_disk_delay_ms;
 } Device;
 
 int device_new(struct udev_device *dev, Device **ret);
@@ -45,6 +73,21 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Device *, device_free);
  * names another root-port device of the same vhci_hcd that already autosuspends (NULL if none). Logs the
  * decision at info when it changes. Returns 0, or a negative errno for failures of drowsed itself. */
 int device_apply(Device *d, struct udev *udev, const Policy *p, PowerSource power, const char *vhci_holder);
+
+/* The effective delays: the policy's times the backoff the device earned. */
+int device_effective_delay(const Device *d, int delay_ms);
+
+/* Reads runtime_status, the runtime_*_time counters and the wakeup count. -ENOENT if gone. */
+int device_sample(const Device *d, Sample *ret);
+
+/* Compares what drowsed owns with sysfs. For each difference, logs the old and new value and records
+ * it; with DRIFT_REAPPLY marks the device dirty (the next pass writes it back), with DRIFT_YIELD marks
+ * it yielded. Returns the number of attributes that drifted. */
+int device_check_drift(Device *d, Drift mode);
+
+/* Logs a decision about D once, at info, with DROWSE_DEVICE=, DROWSE_ID= and DROWSE_DECISION= fields
+ * when running under journald, and records it in the device's history and decision count. */
+_printf_(3, 4) void device_log_decision(Device *d, const char *decision, const char *fmt, ...);
 
 /* JSON object for list/show, and "why won't it suspend": a live walk of the subtree. */
 void device_dump_json(const Device *d, FILE *f);

@@ -28,7 +28,10 @@ static void help(void) {
                "  list                        Every USB device drowsed tracks, its state and why\n"
                "  show DEVICE                 One device, as JSON (DEVICE: 1-1.2, a devpath, or sdb)\n"
                "  why DEVICE                  Walk the device's runtime-PM chain and name what blocks it\n"
-               "  reload                      Re-read the configuration (root only)\n\n"
+               "  reload                      Re-read the configuration (root only)\n"
+               "  stats [DEVICE]              Time suspended and active, resumes, wakeups, decisions\n"
+               "  release DEVICE              Lift a quarantine or backoff, apply the policy again (root only)\n"
+               "  plot FILE.svg               Write an SVG timeline of every device's power states\n\n"
                "Emulator commands (drowse-emu --control PATH):\n"
                "  emu list                    Show the emulated devices and their USB state\n"
                "  emu show NAME               One device, as JSON\n"
@@ -49,8 +52,9 @@ static void help(void) {
                "     --version                Show the version\n");
 }
 
-/* Sends one request and prints the answer. Returns 0, or a negative errno after saying what went wrong. */
-static int request_to(const char *socket_path, const char *who, const char *request) {
+/* Sends one request and writes the answer to OUT. Returns 0, or a negative errno after saying what went
+ * wrong. */
+static int request_into(const char *socket_path, const char *who, const char *request, FILE *out) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         _cleanup_close_ int fd = -EBADF;
         _cleanup_free_ char *reply = NULL;
@@ -82,11 +86,39 @@ static int request_to(const char *socket_path, const char *who, const char *requ
         reply[n] = 0;
 
         if (strneq(reply, "ok\n", 3)) {
-                fputs(reply + 3, stdout);
+                fwrite(reply + 3, 1, (size_t) n - 3, out);
                 return 0;
         }
         fputs(reply, stderr);
         return -EIO;
+}
+
+static int request_to(const char *socket_path, const char *who, const char *request) {
+        return request_into(socket_path, who, request, stdout);
+}
+
+/* The SVG comes from drowsed; the file is written only once the whole answer is there. */
+static int verb_plot(const char *path) {
+        _cleanup_free_ char *svg = NULL;
+        size_t size = 0;
+        FILE *mem, *f;
+        int r;
+
+        mem = open_memstream(&svg, &size);
+        if (!mem)
+                return log_oom();
+        r = request_into(arg_socket, "drowsed", "plot", mem);
+        if (fclose(mem) != 0)
+                return log_oom();
+        if (r < 0)
+                return r;
+        f = fopen(path, "we");
+        if (!f)
+                return log_error_errno(errno, "Cannot write %s: %m", path);
+        fwrite(svg, 1, size, f);
+        if (fclose(f) != 0)
+                return log_error_errno(errno, "Cannot write %s: %m", path);
+        return 0;
 }
 
 static int emu_request(const char *request) {
@@ -103,6 +135,23 @@ static int verb_daemon(int argc, char *argv[]) {
                         return log_error_errno(EINVAL, "%s takes no arguments", verb);
                 n = snprintf(request, sizeof(request), "%s%s", verb,
                              arg_json && !streq(verb, "reload") ? "-json" : "");
+        } else if (streq(verb, "stats")) {
+                if (argc > 2)
+                        return log_error_errno(EINVAL, "stats takes at most one device");
+                if (argc == 2 && strchr(argv[1], '\n'))
+                        return log_error_errno(EINVAL, "Invalid device name");
+                n = snprintf(request, sizeof(request), "stats%s%s%s", arg_json ? "-json" : "",
+                             argc == 2 ? " " : "", argc == 2 ? argv[1] : "");
+        } else if (streq(verb, "release")) {
+                if (argc != 2)
+                        return log_error_errno(EINVAL, "release takes exactly one device");
+                if (strchr(argv[1], '\n'))
+                        return log_error_errno(EINVAL, "Invalid device name");
+                n = snprintf(request, sizeof(request), "release %s", argv[1]);
+        } else if (streq(verb, "plot")) {
+                if (argc != 2)
+                        return log_error_errno(EINVAL, "plot takes the SVG file to write");
+                return verb_plot(argv[1]);
         } else if (streq(verb, "show") || streq(verb, "why")) {
                 if (argc != 2)
                         return log_error_errno(EINVAL, "%s takes exactly one device", verb);

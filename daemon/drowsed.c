@@ -14,6 +14,7 @@ static ManagerOptions arg_options = {
         .control_path = DEFAULT_CONTROL_PATH,
         .monitor = MONITOR_UDEV,
         .bus = true,
+        .state_dir = DEFAULT_STATE_DIR,
 };
 static bool arg_once = false;
 static bool arg_dump = false;
@@ -26,6 +27,8 @@ static void help(void) {
                "     --control PATH        Control socket for drowsectl (default " DEFAULT_CONTROL_PATH
                "; \"\" for none)\n"
                "     --monitor udev|kernel Listen to udevd's events (default) or the kernel's own\n"
+               "     --state-dir DIR       Statistics and quarantine (default " DEFAULT_STATE_DIR
+               "; \"\" for none)\n"
                "     --no-bus              Do not publish org.drowse1 on the system bus\n"
                "     --once                Apply the policy to the devices present, then exit\n"
                "     --dump                With --once: print the device list as JSON before exiting\n"
@@ -42,6 +45,7 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_ONCE,
                 ARG_DUMP,
                 ARG_LOG_LEVEL,
+                ARG_STATE_DIR,
                 ARG_VERSION
         };
         static const struct option options[] = {
@@ -52,6 +56,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "once",      no_argument,       NULL, ARG_ONCE      },
                 { "dump",      no_argument,       NULL, ARG_DUMP      },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+                { "state-dir", required_argument, NULL, ARG_STATE_DIR },
                 { "help",      no_argument,       NULL, 'h'           },
                 { "version",   no_argument,       NULL, ARG_VERSION   },
                 {}
@@ -71,6 +76,9 @@ static int parse_argv(int argc, char *argv[]) {
                         if (arg_options.monitor < 0)
                                 return log_error_errno(EINVAL, "--monitor expects udev or kernel, not '%s'",
                                                        optarg);
+                        break;
+                case ARG_STATE_DIR:
+                        arg_options.state_dir = *optarg ? optarg : NULL;
                         break;
                 case ARG_NO_BUS:
                         arg_options.bus = false;

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <dirent.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -11,10 +13,16 @@
 #include "json.h"
 #include "log.h"
 #include "manager.h"
+#include "plot.h"
 #include "power.h"
 
 #define MAX_CONNECTIONS 16
 #define MAX_REQUEST 512
+/* SEQPACKET answers are one message: as large as the kernel lets the send buffer be (2 x wmem_max). */
+#define CONTROL_SNDBUF (4 * 1024 * 1024)
+#define STORM_WINDOW_USEC (60 * 1000000ULL)
+/* Statistics are written on every decision and at exit; in between, at most this often. */
+#define SAVE_INTERVAL_USEC (300 * 1000000ULL)
 
 static const char *const monitor_source_table[_MONITOR_SOURCE_MAX] = {
         [MONITOR_UDEV] = "udev",
@@ -42,6 +50,17 @@ struct Manager {
         char *control_path;
         int control_fd;
         unsigned n_connections;
+
+        char *state_dir;
+        bool state_dir_ready;
+        DeviceRecord **records;
+        size_t n_records;
+        bool records_loaded;
+
+        /* Armed only while some device autosuspends: with nothing to watch, drowsed never wakes up. */
+        sd_event_source *sample_source;
+        bool sample_armed;
+        uint64_t sample_interval_usec;
 };
 
 static const char *const monitored_subsystems[] = { "usb", "scsi", "scsi_disk", "block", "power_supply" };
@@ -65,6 +84,11 @@ int manager_new(const ManagerOptions *o, Manager **ret) {
                 if (!m->control_path)
                         return -ENOMEM;
         }
+        if (o->state_dir) {
+                m->state_dir = strdup(o->state_dir);
+                if (!m->state_dir)
+                        return -ENOMEM;
+        }
         m->udev = udev_new();
         if (!m->udev)
                 return -ENOMEM;
@@ -81,6 +105,11 @@ Manager *manager_free(Manager *m) {
         for (size_t i = 0; i < m->n_devices; i++)
                 device_free(m->devices[i]);
         free(m->devices);
+        for (size_t i = 0; i < m->n_records; i++)
+                free(m->records[i]);
+        free(m->records);
+        free(m->state_dir);
+        sd_event_source_disable_unref(m->sample_source);
         sd_bus_flush_close_unref(m->bus);
         sd_event_source_unref(m->monitor_source);
         sd_event_source_unref(m->defer_source);
@@ -113,6 +142,7 @@ int manager_load_config(Manager *m) {
 static void manager_mark_all_dirty(Manager *m);
 static int manager_schedule(Manager *m);
 static bool update_power(Manager *m);
+static void update_sampler(Manager *m, bool fast);
 
 int manager_reload(Manager *m, char *error, size_t error_size) {
         Policy p;
@@ -130,6 +160,8 @@ int manager_reload(Manager *m, char *error, size_t error_size) {
         m->config_error[0] = 0;
         log_info("Configuration %s reloaded: %zu rules", m->config_path, m->policy.n_rules);
         (void) update_power(m); /* usb-power-supplies may have changed */
+        if (m->sample_armed) /* the sampling intervals may have changed */
+                update_sampler(m, true);
         manager_mark_all_dirty(m);
         return manager_schedule(m);
 }
@@ -189,6 +221,445 @@ static void manager_mark_all_dirty(Manager *m) {
                 m->devices[i]->dirty = true;
 }
 
+/* Records: statistics, strikes and quarantine by device identity, in memory and in the state directory. */
+
+static int ensure_state_dir(Manager *m) {
+        if (m->state_dir_ready)
+                return 0;
+        if (mkdir(m->state_dir, 0755) < 0 && errno != EEXIST)
+                return log_warning_errno(errno, "Cannot create the state directory %s: %m", m->state_dir);
+        m->state_dir_ready = true;
+        return 0;
+}
+
+static void save_record(Manager *m, DeviceRecord *r) {
+        int k;
+
+        r->saved_at_usec = stats_now_usec();
+        if (!m->state_dir) {
+                r->unsaved = false;
+                return;
+        }
+        if (ensure_state_dir(m) < 0)
+                return;
+        k = record_save(r, m->state_dir);
+        if (k < 0) {
+                char name[256];
+                record_file_name(r->key, name, sizeof(name));
+                log_warning_errno(k, "Cannot save %s/%s: %m", m->state_dir, name);
+                return;
+        }
+        r->unsaved = false;
+}
+
+void manager_save(Manager *m) {
+        for (size_t i = 0; i < m->n_records; i++)
+                if (m->records[i]->unsaved)
+                        save_record(m, m->records[i]);
+}
+
+static DeviceRecord *find_record(Manager *m, const char *key) {
+        for (size_t i = 0; i < m->n_records; i++)
+                if (streq(m->records[i]->key, key))
+                        return m->records[i];
+        return NULL;
+}
+
+/* Adds R (taking it) to the table. When full, the record of the absent, unquarantined device removed
+ * longest ago makes room; if there is none, R is dropped and NULL returned. */
+static DeviceRecord *add_record(Manager *m, DeviceRecord *r) {
+        if (m->n_records >= MANAGER_MAX_RECORDS) {
+                size_t victim = SIZE_MAX;
+                for (size_t i = 0; i < m->n_records; i++) {
+                        DeviceRecord *o = m->records[i];
+                        if (!o->attached && !o->quarantined &&
+                            (victim == SIZE_MAX || o->removed_at_ms < m->records[victim]->removed_at_ms))
+                                victim = i;
+                }
+                if (victim == SIZE_MAX) {
+                        log_debug("Record table full, not keeping statistics for %s", r->key);
+                        free(r);
+                        return NULL;
+                }
+                free(m->records[victim]);
+                m->records[victim] = r;
+                return r;
+        }
+        DeviceRecord **n = reallocarray(m->records, m->n_records + 1, sizeof(DeviceRecord *));
+        if (!n) {
+                free(r);
+                return NULL;
+        }
+        m->records = n;
+        m->records[m->n_records++] = r;
+        return r;
+}
+
+/* Reads every state file once. A corrupt one is named in the log and skipped: its device starts
+ * afresh, and the next save replaces the file. */
+static void load_records(Manager *m) {
+        _cleanup_(closedirp) DIR *dir = NULL;
+        size_t loaded = 0;
+
+        if (m->records_loaded || !m->state_dir)
+                return;
+        m->records_loaded = true;
+        dir = opendir(m->state_dir);
+        if (!dir) {
+                if (errno != ENOENT)
+                        log_warning_errno(errno, "Cannot read the state directory %s: %m", m->state_dir);
+                return;
+        }
+        m->state_dir_ready = true;
+        for (struct dirent *de; (de = readdir(dir));) {
+                char path[4096], error[256] = "", expected[256];
+                size_t l = strlen(de->d_name);
+                DeviceRecord *r;
+                int k;
+
+                if (de->d_name[0] == '.' && de->d_name[1] == '#') {
+                        /* A save interrupted before its rename: the file it was replacing is intact. */
+                        if ((size_t) snprintf(path, sizeof(path), "%s/%s", m->state_dir, de->d_name) <
+                            sizeof(path))
+                                (void) unlink(path);
+                        continue;
+                }
+                if (de->d_name[0] == '.' || l <= strlen(RECORD_FILE_SUFFIX) ||
+                    !streq(de->d_name + l - strlen(RECORD_FILE_SUFFIX), RECORD_FILE_SUFFIX))
+                        continue;
+                if ((size_t) snprintf(path, sizeof(path), "%s/%s", m->state_dir, de->d_name) >= sizeof(path))
+                        continue;
+                r = malloc(sizeof(DeviceRecord));
+                if (!r) {
+                        log_oom();
+                        return;
+                }
+                k = record_load(path, r, error, sizeof(error));
+                if (k >= 0) {
+                        record_file_name(r->key, expected, sizeof(expected));
+                        if (!streq(expected, de->d_name)) {
+                                snprintf(error, sizeof(error), "its key \"%.64s\" belongs in %.100s", r->key,
+                                         expected);
+                                k = -EBADMSG;
+                        } else if (find_record(m, r->key)) {
+                                snprintf(error, sizeof(error), "duplicate key");
+                                k = -EBADMSG;
+                        }
+                }
+                if (k < 0) {
+                        log_warning("Ignoring state file %s: %s", path, error);
+                        free(r);
+                        continue;
+                }
+                r->attached = false;
+                r->unsaved = false;
+                if (add_record(m, r))
+                        loaded++;
+        }
+        log_info("State: %zu device records from %s", loaded, m->state_dir);
+}
+
+size_t manager_n_records(Manager *m) {
+        return m->n_records;
+}
+
+DeviceRecord *manager_record(Manager *m, size_t i) {
+        return i < m->n_records ? m->records[i] : NULL;
+}
+
+static int manager_schedule(Manager *m);
+
+static void quarantine(Manager *m, Device *d, const char *reason) {
+        DeviceRecord *r = d->rec;
+
+        if (!r || r->quarantined)
+                return;
+        r->quarantined = true;
+        snprintf(r->quarantine_reason, sizeof(r->quarantine_reason), "%s", reason);
+        device_log_decision(d, "quarantine", "%s; power/control=on until drowsectl release %s", reason,
+                            d->sysname);
+        stats_history_add(&r->stats, stats_now_ms(), HISTORY_STATE, "quarantined", reason);
+        save_record(m, r);
+        d->dirty = true;
+        (void) manager_schedule(m);
+}
+
+/* A storm or a re-enumeration after suspend: back the delay off, and quarantine after enough of them. */
+_printf_(3, 4) static void strike(Manager *m, Device *d, const char *fmt, ...) {
+        const Protect *p = &m->policy.protect;
+        DeviceRecord *r = d->rec;
+        char reason[STATS_REASON_MAX];
+        int new_delay;
+        va_list ap;
+
+        if (!r || r->quarantined)
+                return;
+        va_start(ap, fmt);
+        vsnprintf(reason, sizeof(reason), fmt, ap);
+        va_end(ap);
+        r->strikes++;
+        if (p->quarantine_after > 0 && r->strikes >= p->quarantine_after) {
+                char q[STATS_REASON_MAX];
+                snprintf(q, sizeof(q), "%.120s (strike %u)", reason, r->strikes);
+                quarantine(m, d, q);
+                return;
+        }
+        /* The delay is at most an hour: stop multiplying there, so that this cannot overflow. */
+        if (r->backoff < 3600 * 1000)
+                r->backoff = MIN(r->backoff * p->storm_backoff, 3600u * 1000);
+        /* d->delay_ms already holds the old backoff: the next pass writes the policy's delay times the new
+         * one; say what that will be. */
+        new_delay = (int) MIN((uint64_t) (d->delay_ms >= 0 ? d->delay_ms : 0) * p->storm_backoff,
+                              (uint64_t) 3600 * 1000);
+        device_log_decision(d, "backoff", "%s: autosuspend delay %d -> %d ms (strike %u%s)", reason,
+                            d->delay_ms, new_delay, r->strikes,
+                            p->quarantine_after > 0 ? ", quarantine at the next ones" : "");
+        save_record(m, r);
+        d->dirty = true;
+        (void) manager_schedule(m);
+}
+
+static void attach_record(Manager *m, Device *d) {
+        const Protect *p = &m->policy.protect;
+        char key[RECORD_KEY_MAX];
+        DeviceRecord *r;
+        uint64_t now = stats_now_ms();
+
+        load_records(m);
+        record_key(d->id, d->serial, d->devpath, key, sizeof(key));
+        r = find_record(m, key);
+        if (r && r->attached) {
+                /* Two present devices with one serial number (cheap ones share theirs): by port. */
+                record_key(d->id, NULL, d->devpath, key, sizeof(key));
+                r = find_record(m, key);
+                if (r && r->attached)
+                        return;
+        }
+        if (!r) {
+                r = malloc(sizeof(DeviceRecord));
+                if (!r) {
+                        log_oom();
+                        return;
+                }
+                record_init(r, key);
+                r = add_record(m, r);
+                if (!r)
+                        return;
+        }
+        r->attached = true;
+        snprintf(r->id, sizeof(r->id), "%s", d->id);
+        snprintf(r->serial, sizeof(r->serial), "%s", d->serial);
+        snprintf(r->name, sizeof(r->name), "%s", d->sysname);
+        d->rec = r;
+
+        /* Back within the window after leaving suspended: a resume that failed and made the kernel
+         * disconnect and enumerate it again (or someone re-plugging it at once, which the short window
+         * keeps rare; a strike only backs off first). */
+        if (p->re_enumerate_window_s > 0 && r->removed_at_ms > 0 && now >= r->removed_at_ms &&
+            now - r->removed_at_ms <= (uint64_t) p->re_enumerate_window_s * 1000 &&
+            (streq(r->last_status, "suspended") || streq(r->last_status, "error")))
+                strike(m, d, "re-enumerated %.1f s after it went away %s", (now - r->removed_at_ms) / 1000.0,
+                       r->last_status);
+        r->removed_at_ms = 0;
+        r->last_status[0] = 0;
+}
+
+static void detach_record(Manager *m, Device *d) {
+        DeviceRecord *r = d->rec;
+
+        if (!r)
+                return;
+        r->removed_at_ms = stats_now_ms();
+        snprintf(r->last_status, sizeof(r->last_status), "%s", d->last.valid ? d->last.status : "");
+        stats_history_add(&r->stats, r->removed_at_ms, HISTORY_STATE, "gone", NULL);
+        r->attached = false;
+        save_record(m, r);
+        d->rec = NULL;
+}
+
+/* Sampling. */
+
+static uint64_t resumes_since(const Device *d, uint64_t since_usec) {
+        uint64_t sum = 0;
+        for (size_t i = 0; i < d->n_resumes; i++) {
+                size_t k = (d->first_resume + i) % DEVICE_RESUME_WINDOW;
+                if (d->resumes[k].t_usec >= since_usec)
+                        sum += d->resumes[k].n;
+        }
+        return sum;
+}
+
+static void push_resumes(Device *d, uint64_t now_usec, uint64_t n) {
+        size_t k;
+        if (d->n_resumes < DEVICE_RESUME_WINDOW)
+                k = (d->first_resume + d->n_resumes++) % DEVICE_RESUME_WINDOW;
+        else {
+                k = d->first_resume;
+                d->first_resume = (d->first_resume + 1) % DEVICE_RESUME_WINDOW;
+        }
+        d->resumes[k].t_usec = now_usec;
+        d->resumes[k].n = n;
+}
+
+static uint64_t now_usec_since(uint64_t now, uint64_t ago) {
+        return now > ago ? now - ago : 0;
+}
+
+/* Returns true if anything changed: the sampler then stays fast. */
+static bool sample_device(Manager *m, Device *d, uint64_t now_usec) {
+        const Protect *p = &m->policy.protect;
+        DeviceRecord *r = d->rec;
+        const HistoryEntry *e;
+        uint64_t n, wakeups, now_ms = stats_now_ms();
+        bool changed;
+        Sample cur;
+
+        if (!r || d->state != DEVICE_AUTOSUSPEND)
+                return false;
+        if (device_sample(d, &cur) < 0) {
+                /* Going away: the remove uevent follows. */
+                d->last.valid = false;
+                return false;
+        }
+        wakeups = r->stats.wakeups;
+        n = stats_account(&r->stats, &d->last, &cur, d->delay_ms);
+        changed = n > 0 || r->stats.wakeups != wakeups || !d->last.valid || !streq(d->last.status, cur.status);
+        e = stats_history_last(&r->stats, HISTORY_STATE);
+        if (n > 0 && d->last.valid && streq(d->last.status, cur.status) && streq(cur.status, "suspended")) {
+                /* Woke and slept again between two samples: draw the interval's active time as one
+                 * stretch ending now. */
+                uint64_t da = cur.active_ms - d->last.active_ms;
+                stats_history_add(&r->stats, now_ms > da ? now_ms - da : now_ms, HISTORY_STATE, "active", NULL);
+                stats_history_add(&r->stats, now_ms, HISTORY_STATE, "suspended", NULL);
+        } else if (!e || !streq(e->what, cur.status))
+                stats_history_add(&r->stats, now_ms, HISTORY_STATE, cur.status, NULL);
+        if (changed)
+                r->unsaved = true;
+        d->last = cur;
+        push_resumes(d, now_usec, n);
+
+        if (streq(cur.status, "error")) {
+                quarantine(m, d, "runtime_status=error: a runtime suspend or resume of the device failed");
+                return true;
+        }
+        if (p->storm_resumes_per_minute > 0) {
+                uint64_t rate = resumes_since(d, now_usec_since(now_usec, STORM_WINDOW_USEC));
+                if (rate >= p->storm_resumes_per_minute) {
+                        /* A fresh minute for the next verdict, at the new delay. */
+                        d->n_resumes = 0;
+                        strike(m, d, "resume storm: %" PRIu64 " resumes in the last minute (limit %u)", rate,
+                               p->storm_resumes_per_minute);
+                        return true;
+                }
+        }
+        return changed;
+}
+
+static bool any_autosuspend(Manager *m) {
+        for (size_t i = 0; i < m->n_devices; i++)
+                if (m->devices[i]->state == DEVICE_AUTOSUSPEND && m->devices[i]->rec)
+                        return true;
+        return false;
+}
+
+static int on_sample(sd_event_source *s, uint64_t usec, void *userdata);
+
+static void arm_sampler(Manager *m, uint64_t interval) {
+        int r;
+
+        m->sample_interval_usec = interval;
+        if (!m->sample_source)
+                /* Accuracy: a quarter of the interval, so that the kernel can batch the wakeup. */
+                r = sd_event_add_time_relative(m->event, &m->sample_source, CLOCK_MONOTONIC, interval,
+                                               interval / 4, on_sample, m);
+        else {
+                r = sd_event_source_set_time_relative(m->sample_source, interval);
+                if (r >= 0)
+                        r = sd_event_source_set_time_accuracy(m->sample_source, interval / 4);
+        }
+        if (r >= 0)
+                r = sd_event_source_set_enabled(m->sample_source, SD_EVENT_ONESHOT);
+        if (r < 0) {
+                log_warning_errno(r, "Cannot arm the sampling timer: %m");
+                m->sample_armed = false;
+                return;
+        }
+        m->sample_armed = true;
+}
+
+static uint64_t sample_min_usec(const Manager *m) {
+        return (uint64_t) m->policy.protect.sample_min_ms * 1000;
+}
+
+static uint64_t sample_max_usec(const Manager *m) {
+        return (uint64_t) MAX(m->policy.protect.sample_max_ms, m->policy.protect.sample_min_ms) * 1000;
+}
+
+/* Arms the sampling timer if some device autosuspends (FAST: back to the shortest interval, after
+ * activity), and disarms it if none does. */
+static void update_sampler(Manager *m, bool fast) {
+        if (!any_autosuspend(m)) {
+                if (m->sample_armed) {
+                        (void) sd_event_source_set_enabled(m->sample_source, SD_EVENT_OFF);
+                        log_debug("Nothing autosuspends: sampling stopped");
+                }
+                m->sample_armed = false;
+                m->sample_interval_usec = 0;
+                return;
+        }
+        if (fast || !m->sample_armed)
+                arm_sampler(m, sample_min_usec(m));
+}
+
+static bool sample_all(Manager *m) {
+        uint64_t now = stats_now_usec();
+        bool changed = false;
+
+        for (size_t i = 0; i < m->n_devices; i++) {
+                Device *d = m->devices[i];
+                if (d->state != DEVICE_AUTOSUSPEND)
+                        continue;
+                if (sample_device(m, d, now))
+                        changed = true;
+                /* Nobody announces a write to power/control: reading it back is the only way to see it. */
+                if (!d->dirty && device_check_drift(d, m->policy.protect.drift) > 0) {
+                        d->drift_checked = true;
+                        changed = true;
+                        (void) manager_schedule(m);
+                }
+        }
+        for (size_t i = 0; i < m->n_records; i++) {
+                DeviceRecord *r = m->records[i];
+                if (r->unsaved && now - r->saved_at_usec >= SAVE_INTERVAL_USEC)
+                        save_record(m, r);
+        }
+        return changed;
+}
+
+static int on_sample(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+        bool changed = sample_all(m);
+
+        m->sample_armed = false;
+        if (!any_autosuspend(m)) {
+                update_sampler(m, false);
+                return 0;
+        }
+        /* Quiet devices are looked at less and less often: 1 s, 2 s, 4 s... up to the maximum; any
+         * change goes back to the shortest interval. */
+        arm_sampler(m, changed ? sample_min_usec(m) : MIN(MAX(m->sample_interval_usec * 2, sample_min_usec(m)),
+                                                          sample_max_usec(m)));
+        return 0;
+}
+
+void manager_sample_now(Manager *m) {
+        (void) sample_all(m);
+}
+
+uint64_t manager_sample_interval(Manager *m) {
+        return m->sample_armed ? m->sample_interval_usec : 0;
+}
+
 /* Root hubs are the HCD's business. */
 static bool is_root_hub(struct udev_device *dev) {
         const char *s = udev_device_get_sysname(dev);
@@ -215,6 +686,7 @@ static int track(Manager *m, struct udev_device *usbdev) {
                 return log_warning_errno(r, "Cannot track %s: %m", udev_device_get_syspath(usbdev));
         m->devices[m->n_devices++] = d;
         log_debug("Tracking %s (%s)", d->devpath, d->id);
+        attach_record(m, d);
         return 0;
 }
 
@@ -229,6 +701,7 @@ static void untrack(Manager *m, const char *syspath) {
                         for (size_t j = 0; j < m->n_devices; j++)
                                 if (j != i && streq(m->devices[j]->vhci, d->vhci))
                                         m->devices[j]->dirty = true;
+                detach_record(m, d);
                 device_free(d);
                 memmove(m->devices + i, m->devices + i + 1, (m->n_devices - i - 1) * sizeof(Device *));
                 m->n_devices--;
@@ -276,6 +749,13 @@ static int manager_apply_dirty(Manager *m) {
 
                         if (!d->dirty)
                                 continue;
+                        /* A pass from a uevent or a reload: has someone else written what we own? Not
+                         * when the subtree changed: new nodes start at the kernel's defaults. */
+                        if (d->tree_changed)
+                                d->owned = false;
+                        else if (!d->drift_checked)
+                                (void) device_check_drift(d, m->policy.protect.drift);
+                        d->tree_changed = d->drift_checked = false;
                         r = device_apply(d, m->udev, &m->policy, m->power, vhci_holder(m, d));
                         if (r < 0)
                                 log_warning_errno(r, "%s: cannot apply policy: %m", d->devpath);
@@ -291,6 +771,18 @@ static int manager_apply_dirty(Manager *m) {
                 if (!again)
                         break;
         }
+        /* Devices that had uevents are sampled now and the sampler speeds up: activity. */
+        bool fast = false;
+        uint64_t now = stats_now_usec();
+        for (size_t i = 0; i < m->n_devices; i++) {
+                Device *d = m->devices[i];
+                if (d->sample_soon && d->state == DEVICE_AUTOSUSPEND) {
+                        (void) sample_device(m, d, now);
+                        fast = true;
+                }
+                d->sample_soon = false;
+        }
+        update_sampler(m, fast);
         notify_status(m);
         return 0;
 }
@@ -343,6 +835,7 @@ int manager_coldplug(Manager *m) {
                 udev_enumerate_unref(e);
                 return log_error_errno(r, "Cannot enumerate USB devices: %m");
         }
+        load_records(m);
         m->power = _POWER_SOURCE_INVALID;
         (void) update_power(m);
         if (m->power < 0)
@@ -376,6 +869,7 @@ static void handle_uevent(Manager *m, struct udev_device *dev) {
         }
         if (streq(action, "remove") && streq(ss, "usb") && type && streq(type, "usb_device")) {
                 untrack(m, udev_device_get_syspath(dev));
+                update_sampler(m, false);
                 (void) manager_schedule(m);
                 return;
         }
@@ -392,8 +886,15 @@ static void handle_uevent(Manager *m, struct udev_device *dev) {
                 return;
         if (streq(action, "remove") && !find_syspath(m, udev_device_get_syspath(usbdev)))
                 return;
-        if (track(m, usbdev) >= 0)
+        if (track(m, usbdev) >= 0) {
+                Device *d = find_syspath(m, udev_device_get_syspath(usbdev));
+                if (d) {
+                        d->sample_soon = true;
+                        if (!streq(action, "change"))
+                                d->tree_changed = true;
+                }
                 (void) manager_schedule(m);
+        }
 }
 
 static int on_monitor(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
@@ -462,6 +963,165 @@ static void dump_status(Manager *m, bool json, FILE *f) {
                 fprintf(f, "  %-11s %u\n", device_state_to_string(s), counts[s]);
 }
 
+static void dump_stats_json(Manager *m, const Device *d, const DeviceRecord *r, FILE *f) {
+        uint64_t now = stats_now_usec();
+
+        fputs("{\"name\":", f);
+        json_write_string(f, d ? d->sysname : r->name);
+        fputs(",\"id\":", f);
+        json_write_string(f, d ? d->id : r->id);
+        fputs(",\"serial\":", f);
+        json_write_string(f, d ? d->serial : r->serial);
+        fputs(",\"key\":", f);
+        json_write_string(f, r ? r->key : "");
+        fputs(",\"present\":", f);
+        fputs(d ? "true" : "false", f);
+        fputs(",\"state\":", f);
+        json_write_string(f, d ? device_state_to_string(d->state) : "absent");
+        fprintf(f, ",\"quarantined\":%s,\"quarantine_reason\":", r && r->quarantined ? "true" : "false");
+        if (r && r->quarantined)
+                json_write_string(f, r->quarantine_reason);
+        else
+                fputs("null", f);
+        fprintf(f, ",\"strikes\":%u,\"backoff\":%u,\"delay_ms\":%d,\"resumes_last_minute\":%" PRIu64 ",",
+                r ? r->strikes : 0, r ? r->backoff : 1, d ? d->delay_ms : -1,
+                d ? resumes_since(d, now_usec_since(now, STORM_WINDOW_USEC)) : 0);
+        if (r)
+                stats_dump_json_fields(&r->stats, f);
+        else
+                fputs("\"suspended_ms\":0,\"active_ms\":0,\"resumes\":0,\"wakeups\":0,\"decisions\":0,\"history\":[]",
+                      f);
+        fputc('}', f);
+}
+
+static void format_ms(uint64_t ms, char *buf, size_t size) {
+        if (ms < 60 * 1000)
+                snprintf(buf, size, "%.1fs", ms / 1000.0);
+        else if (ms < 3600 * 1000)
+                snprintf(buf, size, "%.1fmin", ms / 60000.0);
+        else
+                snprintf(buf, size, "%.1fh", ms / 3600000.0);
+}
+
+static void dump_stats_text(const Device *d, const DeviceRecord *r, FILE *f) {
+        char sus[16] = "-", act[16] = "-";
+
+        if (r) {
+                format_ms(r->stats.suspended_ms, sus, sizeof(sus));
+                format_ms(r->stats.active_ms, act, sizeof(act));
+        }
+        fprintf(f, "%-10s %-9s %-12s %10s %10s %8" PRIu64 " %8" PRIu64 " %9" PRIu64 " %s\n",
+                d ? d->sysname : r->name, d ? d->id : r->id, d ? device_state_to_string(d->state) : "absent",
+                sus, act, r ? r->stats.resumes : 0, r ? r->stats.wakeups : 0, r ? r->stats.decisions : 0,
+                r && r->quarantined ? r->quarantine_reason : "no");
+}
+
+int manager_dump_stats(Manager *m, const char *name, bool json, FILE *f) {
+        bool first = true;
+        Device *only = NULL;
+
+        if (name) {
+                only = manager_find(m, name);
+                if (!only)
+                        return -ENODEV;
+        }
+        if (json)
+                fputs("{\"devices\":[", f);
+        else
+                fprintf(f, "%-10s %-9s %-12s %10s %10s %8s %8s %9s %s\n", "DEVICE", "ID", "STATE", "SUSPENDED",
+                        "ACTIVE", "RESUMES", "WAKEUPS", "DECISIONS", "QUARANTINED");
+        for (size_t i = 0; i < m->n_devices; i++) {
+                Device *d = m->devices[i];
+                if (only && d != only)
+                        continue;
+                if (json) {
+                        if (!first)
+                                fputc(',', f);
+                        dump_stats_json(m, d, d->rec, f);
+                } else
+                        dump_stats_text(d, d->rec, f);
+                first = false;
+        }
+        /* The quarantine list includes the devices that are not plugged in. */
+        for (size_t i = 0; i < m->n_records && !only; i++) {
+                DeviceRecord *r = m->records[i];
+                if (r->attached || !r->quarantined)
+                        continue;
+                if (json) {
+                        if (!first)
+                                fputc(',', f);
+                        dump_stats_json(m, NULL, r, f);
+                } else
+                        dump_stats_text(NULL, r, f);
+                first = false;
+        }
+        if (json)
+                fprintf(f, "],\"sample_interval_ms\":%" PRIu64 "}\n", manager_sample_interval(m) / 1000);
+        return 0;
+}
+
+void manager_plot(Manager *m, FILE *f) {
+        PlotRow rows[PLOT_MAX_ROWS];
+        size_t n = 0;
+
+        for (size_t i = 0; i < m->n_devices && n < PLOT_MAX_ROWS; i++) {
+                Device *d = m->devices[i];
+                if (!d->rec)
+                        continue;
+                rows[n++] = (PlotRow) { .name = d->sysname, .id = d->id, .state = device_state_to_string(d->state),
+                                        .stats = &d->rec->stats };
+        }
+        for (size_t i = 0; i < m->n_records && n < PLOT_MAX_ROWS; i++) {
+                DeviceRecord *r = m->records[i];
+                if (r->attached || r->stats.history_len == 0)
+                        continue;
+                rows[n++] = (PlotRow) { .name = r->name, .id = r->id, .state = "absent", .stats = &r->stats };
+        }
+        plot_svg(f, rows, n, stats_now_ms());
+}
+
+static DeviceRecord *find_absent_record(Manager *m, const char *name) {
+        for (size_t i = 0; i < m->n_records; i++) {
+                DeviceRecord *r = m->records[i];
+                if (!r->attached && (streq(r->key, name) || streq(r->name, name)))
+                        return r;
+        }
+        return NULL;
+}
+
+int manager_release(Manager *m, const char *name) {
+        Device *d = manager_find(m, name);
+        DeviceRecord *r = d ? d->rec : find_absent_record(m, name);
+        bool was_quarantined;
+
+        if (!d && !r)
+                return -ENODEV;
+        if (!r)
+                return -EALREADY;
+        if (!r->quarantined && r->strikes == 0 && r->backoff <= 1 && !(d && d->yielded))
+                return -EALREADY;
+        was_quarantined = r->quarantined;
+        r->quarantined = false;
+        r->quarantine_reason[0] = 0;
+        r->strikes = 0;
+        r->backoff = 1;
+        if (d) {
+                d->yielded = false;
+                d->n_resumes = 0;
+                device_log_decision(d, "release", "%s by drowsectl release: policy applies again",
+                                    was_quarantined ? "quarantine lifted" : "backoff and strikes cleared");
+                d->dirty = true;
+                (void) manager_schedule(m);
+        } else {
+                log_info("%s (absent): release: %s by drowsectl release", r->key,
+                         was_quarantined ? "quarantine lifted" : "backoff and strikes cleared");
+                r->stats.decisions++;
+                stats_history_add(&r->stats, stats_now_ms(), HISTORY_DECISION, "release", "by drowsectl release");
+        }
+        save_record(m, r);
+        return 0;
+}
+
 /* One request, one answer: "ok\n" + payload, or "error: ..." . */
 static int handle_request(Manager *m, const char *req, uid_t uid, FILE *f) {
         char verb[32], arg[MAX_REQUEST];
@@ -500,6 +1160,49 @@ static int handle_request(Manager *m, const char *req, uid_t uid, FILE *f) {
                         fprintf(f, "error: %s vanished\n", d->sysname);
                         return 0;
                 }
+        } else if (streq(verb, "stats")) {
+                /* Built aside: an unknown device must not leave a half answer behind "ok". */
+                _cleanup_free_ char *buf = NULL;
+                size_t size = 0;
+                FILE *g = open_memstream(&buf, &size);
+                int k;
+                if (!g) {
+                        fputs("error: out of memory\n", f);
+                        return 0;
+                }
+                k = manager_dump_stats(m, arg[0] ? arg : NULL, json, g);
+                if (fclose(g) != 0) {
+                        fputs("error: out of memory\n", f);
+                        return 0;
+                }
+                if (k < 0) {
+                        fprintf(f, "error: no USB device '%s' known to drowsed\n", arg);
+                        return 0;
+                }
+                fputs("ok\n", f);
+                fwrite(buf, 1, size, f);
+        } else if (streq(verb, "plot")) {
+                fputs("ok\n", f);
+                manager_plot(m, f);
+        } else if (streq(verb, "release")) {
+                int k;
+                if (uid != 0) {
+                        fputs("error: release needs root\n", f);
+                        return 0;
+                }
+                if (!arg[0]) {
+                        fputs("error: release needs a device\n", f);
+                        return 0;
+                }
+                k = manager_release(m, arg);
+                if (k == -ENODEV)
+                        fprintf(f, "error: no USB device '%s' known to drowsed\n", arg);
+                else if (k == -EALREADY)
+                        fprintf(f, "error: %s is not quarantined, backed off or yielded: nothing to release\n", arg);
+                else if (k < 0)
+                        fprintf(f, "error: release failed: %s\n", strerror(-k));
+                else
+                        fputs("ok\n", f);
         } else if (streq(verb, "reload")) {
                 char error[POLICY_ERROR_MAX];
                 if (uid != 0) {
@@ -535,8 +1238,14 @@ static int on_connection(sd_event_source *s, int fd, uint32_t revents, void *use
                 if (f) {
                         /* Answers are built while the lock-step loop holds: no state can change midway. */
                         (void) handle_request(m, req, cred.uid, f);
-                        if (fclose(f) == 0)
-                                (void) send(fd, reply, reply_size, MSG_NOSIGNAL | MSG_DONTWAIT);
+                        if (fclose(f) == 0 &&
+                            send(fd, reply, reply_size, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno == EMSGSIZE) {
+                                char e[128];
+                                int l = snprintf(e, sizeof(e),
+                                                 "error: the answer (%zu bytes) is larger than a socket message "
+                                                 "may be; ask for one device\n", reply_size);
+                                (void) send(fd, e, (size_t) l, MSG_NOSIGNAL | MSG_DONTWAIT);
+                        }
                 }
         }
         /* The loop holds the only reference of this floating source: dropping it frees the source and
@@ -558,6 +1267,10 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 safe_close(c);
                 return 0;
         }
+        /* One message per answer: the statistics with their history, and plots, are larger than the
+         * default buffer. The kernel caps this at twice net.core.wmem_max. */
+        int sndbuf = CONTROL_SNDBUF;
+        (void) setsockopt(c, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
         if (sd_event_add_io(m->event, &cs, c, EPOLLIN, on_connection, m) < 0) {
                 safe_close(c);
                 return 0;
@@ -667,7 +1380,13 @@ int manager_start(Manager *m) {
 }
 
 int manager_run(Manager *m) {
+        int r;
+
         (void) sd_notify(false, "READY=1");
         notify_status(m);
-        return sd_event_loop(m->event);
+        r = sd_event_loop(m->event);
+        (void) sd_notify(false, "STOPPING=1");
+        /* The statistics gathered since the last save: the next start goes on from them. */
+        manager_save(m);
+        return r;
 }

@@ -22,6 +22,12 @@ static const char *const wakeup_table[_WAKEUP_MAX] = {
 };
 DEFINE_STRING_TABLE_LOOKUP(wakeup, Wakeup);
 
+static const char *const drift_table[_DRIFT_MAX] = {
+        [DRIFT_REAPPLY] = "reapply",
+        [DRIFT_YIELD] = "yield",
+};
+DEFINE_STRING_TABLE_LOOKUP(drift, Drift);
+
 static const char *const power_source_table[_POWER_SOURCE_MAX] = {
         [POWER_AC] = "ac",
         [POWER_BATTERY] = "battery",
@@ -49,6 +55,17 @@ void policy_init(Policy *p) {
                 .media_poll = MEDIA_POLL_OFF,
                 .disk_runtime_start_stop = TRISTATE_UNSET,
                 .vhci_root_ports = 1,
+                .protect = {
+                        /* A device resuming every second for a minute is not in use, it is stuck: TLP
+                         * #533's PME loop ran at about that rate. */
+                        .storm_resumes_per_minute = 60,
+                        .storm_backoff = 4,
+                        .quarantine_after = 3,
+                        .re_enumerate_window_s = 5,
+                        .drift = DRIFT_REAPPLY,
+                        .sample_min_ms = 1000,
+                        .sample_max_ms = 30000,
+                },
         };
         for (PowerSource i = 0; i < _POWER_SOURCE_MAX; i++)
                 p->profiles[i] =
@@ -357,6 +374,62 @@ static int profile_set(ParseState *p, Profile *prof, const char *key, const char
         return fail(p, "unknown key in [profile] (autosuspend, delay-ms, disk-delay-ms)");
 }
 
+static int parse_uint(const char *v, unsigned min, unsigned max, unsigned *ret) {
+        char *end;
+        unsigned long l;
+
+        if (*v < '0' || *v > '9')
+                return -EINVAL;
+        errno = 0;
+        l = strtoul(v, &end, 10);
+        if (*end != 0 || errno != 0 || l < min || l > max)
+                return -EINVAL;
+        *ret = (unsigned) l;
+        return 0;
+}
+
+static int protect_set(ParseState *p, Protect *prot, const char *key, const char *v) {
+        if (streq(key, "storm-resumes-per-minute")) {
+                if (parse_uint(v, 0, 100000, &prot->storm_resumes_per_minute) < 0)
+                        return fail(p, "storm-resumes-per-minute expects a number from 0 (off) to 100000");
+                return 0;
+        }
+        if (streq(key, "storm-backoff")) {
+                if (parse_uint(v, 2, 64, &prot->storm_backoff) < 0)
+                        return fail(p, "storm-backoff expects a delay multiplier from 2 to 64");
+                return 0;
+        }
+        if (streq(key, "quarantine-after")) {
+                if (parse_uint(v, 0, 100, &prot->quarantine_after) < 0)
+                        return fail(p, "quarantine-after expects a number of strikes from 0 (never) to 100");
+                return 0;
+        }
+        if (streq(key, "re-enumerate-window")) {
+                if (parse_uint(v, 0, 3600, &prot->re_enumerate_window_s) < 0)
+                        return fail(p, "re-enumerate-window expects seconds from 0 (off) to 3600");
+                return 0;
+        }
+        if (streq(key, "drift")) {
+                Drift d = drift_from_string(v);
+                if (d < 0)
+                        return fail(p, "drift expects reapply or yield");
+                prot->drift = d;
+                return 0;
+        }
+        if (streq(key, "sample-min-ms")) {
+                if (parse_uint(v, 100, 3600 * 1000, &prot->sample_min_ms) < 0)
+                        return fail(p, "sample-min-ms expects milliseconds from 100 to 3600000");
+                return 0;
+        }
+        if (streq(key, "sample-max-ms")) {
+                if (parse_uint(v, 100, 3600 * 1000, &prot->sample_max_ms) < 0)
+                        return fail(p, "sample-max-ms expects milliseconds from 100 to 3600000");
+                return 0;
+        }
+        return fail(p, "unknown key in [protect] (storm-resumes-per-minute, storm-backoff, quarantine-after, "
+                       "re-enumerate-window, drift, sample-min-ms, sample-max-ms)");
+}
+
 static int on_ini(void *userdata, const char *section, const char *key_raw, const char *value) {
         ParseState *p = userdata;
         char key[64];
@@ -391,6 +464,9 @@ static int on_ini(void *userdata, const char *section, const char *key_raw, cons
                         r = -EINVAL;
                 } else
                         r = profile_set(p, &p->policy->profiles[ps], key, value);
+        } else if (streq(section, "protect")) {
+                p->rule = NULL;
+                r = protect_set(p, &p->policy->protect, key, value);
         } else if (strneq(section, "rule ", 5) && section[5]) {
                 Rule *rule = find_or_add_rule(p, section + 5);
                 if (!rule) {
@@ -405,7 +481,7 @@ static int on_ini(void *userdata, const char *section, const char *key_raw, cons
                 p->error = "key outside a section (expected [defaults] or [rule NAME] first)";
                 r = -EINVAL;
         } else {
-                p->error = "unknown section (expected [defaults], [profile ac|battery] or [rule NAME])";
+                p->error = "unknown section (expected [defaults], [profile ac|battery], [protect] or [rule NAME])";
                 r = -EINVAL;
         }
         if (r >= 0)

@@ -42,6 +42,23 @@ typedef enum PowerSource {
         _POWER_SOURCE_INVALID = -EINVAL,
 } PowerSource;
 
+typedef enum Drift {
+        DRIFT_REAPPLY, /* write drowsed's value back */
+        DRIFT_YIELD,   /* leave the device to the other writer until drowsectl release */
+        _DRIFT_MAX,
+        _DRIFT_INVALID = -EINVAL,
+} Drift;
+
+/* [protect]: watching autosuspending devices, and what to do about storms and failed resumes. */
+typedef struct Protect {
+        unsigned storm_resumes_per_minute; /* 0: no storm detection */
+        unsigned storm_backoff;            /* delay multiplier per strike */
+        unsigned quarantine_after;         /* strikes; 0: never quarantine */
+        unsigned re_enumerate_window_s;    /* 0: no re-enumeration detection */
+        Drift drift;
+        unsigned sample_min_ms, sample_max_ms; /* the adaptive sampling interval */
+} Protect;
+
 /* [profile ac] / [profile battery]: what changes with the power source. Unset = [defaults]. */
 typedef struct Profile {
         Tristate autosuspend;
@@ -80,6 +97,7 @@ typedef struct Policy {
         unsigned vhci_root_ports;         /* autosuspending root-port devices per vhci_hcd; 0 = no limit */
         bool usb_power_supplies;          /* count type=USB supplies (USB-C chargers) as AC */
         Profile profiles[_POWER_SOURCE_MAX];
+        Protect protect;
         Rule *rules;
         size_t n_rules;
 } Policy;
@@ -130,4 +148,6 @@ MediaPoll media_poll_from_string(const char *s) _pure_;
 const char *power_source_to_string(PowerSource p) _const_;
 PowerSource power_source_from_string(const char *s) _pure_;
 const char *wakeup_to_string(Wakeup w) _const_;
+const char *drift_to_string(Drift d) _const_;
+Drift drift_from_string(const char *s) _pure_;
 Wakeup wakeup_from_string(const char *s) _pure_;

@@ -45,14 +45,14 @@ chmod 777 "$dir/bus" 2>/dev/null || true
 
 printf '[defaults]\ndelay-ms = 1000\n' >"$dir/drowse.conf"
 DBUS_SYSTEM_BUS_ADDRESS=unix:path=$dir/bus "$build/daemon/drowsed" -c "$dir/drowse.conf" --control "$dir/control" \
-        --monitor kernel >"$dir/drowsed.log" 2>&1 &
+        --state-dir "$dir/state" --monitor kernel >"$dir/drowsed.log" 2>&1 &
 drowsed_pid=$!
 call() { busctl --address="unix:path=$dir/bus" "$@"; }
 for _ in $(seq 50); do call status org.drowse1 >/dev/null 2>&1 && break; sleep 0.1; done
 grep -q 'On D-Bus as org.drowse1' "$dir/drowsed.log" || fail "drowsed not on the bus: $(cat "$dir/drowsed.log")"
 
 out=$(call introspect org.drowse1 /org/drowse1 org.drowse.Manager1)
-for m in .ListDevices .GetDevice .Why .Reload .Version .NDevices .ConfigFile; do
+for m in .ListDevices .GetDevice .Why .Reload .GetStatistics .Release .Version .NDevices .ConfigFile; do
         [[ $out == *"$m "* ]] || fail "introspection lacks $m: $out"
 done
 [[ $(call get-property org.drowse1 /org/drowse1 org.drowse.Manager1 ConfigFile) == "s \"$dir/drowse.conf\"" ]] ||
@@ -66,6 +66,16 @@ err=$(nobody call org.drowse1 /org/drowse1 org.drowse.Manager1 Reload 2>&1) && f
 # busctl shows org.freedesktop.DBus.Error.AccessDenied as "Access denied", whatever the message.
 [[ $err == *"Access denied"* ]] || fail "Reload as nobody: $err"
 ! grep -q reloaded "$dir/drowsed.log" || fail "nobody made drowsed reload"
+# Statistics for anyone, Release for root only (checked before the device is looked up).
+err=$(nobody call org.drowse1 /org/drowse1 org.drowse.Manager1 GetStatistics s 9-9 2>&1) &&
+        fail "GetStatistics 9-9 worked"
+[[ $err == *"No USB device '9-9' known to drowsed"* ]] || fail "GetStatistics error: $err"
+err=$(nobody call org.drowse1 /org/drowse1 org.drowse.Manager1 Release s 9-9 2>&1) && fail "Release worked for nobody"
+[[ $err == *"Access denied"* ]] || fail "Release as nobody: $err"
+err=$(call call org.drowse1 /org/drowse1 org.drowse.Manager1 Release s 9-9 2>&1) && fail "Release 9-9 worked"
+[[ $err == *"No USB device '9-9' known to drowsed"* ]] || fail "Release as root: $err"
+[[ $(call introspect org.drowse1 /org/drowse1 org.drowse.Manager1 | grep -F .GetStatistics) == *ssssbsuttttt* ]] ||
+        fail "GetStatistics signature"
 call call org.drowse1 /org/drowse1 org.drowse.Manager1 Reload || fail "Reload as root"
 echo "delay-ms = later" >>"$dir/drowse.conf"
 err=$(call call org.drowse1 /org/drowse1 org.drowse.Manager1 Reload 2>&1) && fail "bad Reload worked"

@@ -109,6 +109,40 @@ static void test_errors(void) {
         expect_error(long_text, "test.conf:3: line too long");
         /* The first error wins even when later lines are bad too. */
         expect_error("[defaults]\nautosuspend = x\ndelay-ms = y\n", "test.conf:2:");
+        expect_error("[protect]\nstorm-backoff = 1\n", "test.conf:2: storm-backoff expects");
+        expect_error("[protect]\nstorm-resumes-per-minute = -3\n", "test.conf:2: storm-resumes-per-minute");
+        expect_error("[protect]\nquarantine-after = many\n", "test.conf:2: quarantine-after");
+        expect_error("[protect]\nre-enumerate-window = 5s\n", "test.conf:2: re-enumerate-window");
+        expect_error("[protect]\ndrift = ignore\n", "test.conf:2: drift expects reapply or yield");
+        expect_error("[protect]\nsample-min-ms = 10\n", "test.conf:2: sample-min-ms");
+        expect_error("[protect]\nbogus = 1\n", "test.conf:2: unknown key in [protect]");
+}
+
+static void test_protect(void) {
+        Policy p;
+        char error[POLICY_ERROR_MAX];
+
+        ASSERT_OK(load(&p, "", error));
+        ASSERT_EQ(p.protect.storm_resumes_per_minute, 60);
+        ASSERT_EQ(p.protect.storm_backoff, 4);
+        ASSERT_EQ(p.protect.quarantine_after, 3);
+        ASSERT_EQ(p.protect.re_enumerate_window_s, 5);
+        ASSERT_EQ(p.protect.drift, DRIFT_REAPPLY);
+        ASSERT_EQ(p.protect.sample_min_ms, 1000);
+        ASSERT_EQ(p.protect.sample_max_ms, 30000);
+        policy_done(&p);
+        ASSERT_OK(load(&p,
+                       "[protect]\nstorm-resumes-per-minute = 0\nstorm_backoff = 8\nquarantine-after = 0\n"
+                       "re-enumerate-window = 30\ndrift = yield\nsample-min-ms = 250\nsample-max-ms = 60000\n",
+                       error));
+        ASSERT_EQ(p.protect.storm_resumes_per_minute, 0);
+        ASSERT_EQ(p.protect.storm_backoff, 8);
+        ASSERT_EQ(p.protect.quarantine_after, 0);
+        ASSERT_EQ(p.protect.re_enumerate_window_s, 30);
+        ASSERT_EQ(p.protect.drift, DRIFT_YIELD);
+        ASSERT_EQ(p.protect.sample_min_ms, 250);
+        ASSERT_EQ(p.protect.sample_max_ms, 60000);
+        policy_done(&p);
 }
 
 static void test_files(void) {
@@ -310,4 +344,4 @@ static void test_string_tables(void) {
 }
 
 TEST_MAIN(TEST(test_defaults), TEST(test_rules), TEST(test_errors), TEST(test_files), TEST(test_matching),
-          TEST(test_builtin_exclusions), TEST(test_profiles), TEST(test_string_tables))
+          TEST(test_builtin_exclusions), TEST(test_profiles), TEST(test_string_tables), TEST(test_protect))

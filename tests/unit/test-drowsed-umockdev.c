@@ -3,8 +3,10 @@
 /* drowsed's manager against a umockdev testbed (run under umockdev-wrapper): a fake sysfs tree of a
  * USB disk (usb_device, interface, SCSI host, target, device, disk) that the real libudev code reads,
  * with the exact attribute writes checked afterwards, plus EIO, vanished files, uas, exclusions, the
- * vhci rules, and hotplug through uevents on the monitor. */
+ * vhci rules, and hotplug through uevents on the monitor; then sampling and its arithmetic, storms,
+ * backoff, quarantine, persistence (and corrupt state files), release, drift and re-enumeration. */
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <umockdev.h>
@@ -455,7 +457,387 @@ static void test_hotplug(void) {
         teardown();
 }
 
+/* Issue 6, items 5 and 8: sampling, storms, quarantine, persistence, release and drift. */
+
+static char state_dir[512];
+
+static Manager *start_with_state(bool with_state_dir) {
+        ManagerOptions o = { .config_path = conf_path, .monitor = MONITOR_UDEV };
+        Manager *m = NULL;
+
+        if (with_state_dir) {
+                snprintf(state_dir, sizeof(state_dir), "%s/state", umockdev_testbed_get_root_dir(tb));
+                o.state_dir = state_dir;
+        }
+        ASSERT_OK(manager_new(&o, &m));
+        ASSERT_OK(manager_load_config(m));
+        ASSERT_OK(manager_coldplug(m));
+        return m;
+}
+
+static void run_passes(void) {
+        sd_event *e = NULL;
+        ASSERT_OK(sd_event_default(&e));
+        for (int i = 0; i < 10; i++)
+                ASSERT_OK(sd_event_run(e, 0));
+        sd_event_unref(e);
+}
+
+static void set_runtime(const char *dir, const char *status, unsigned long long active,
+                        unsigned long long suspended) {
+        char a[32], s[32];
+        snprintf(a, sizeof(a), "%llu", active);
+        snprintf(s, sizeof(s), "%llu", suspended);
+        umockdev_testbed_set_attribute(tb, dir, "power/runtime_status", status);
+        umockdev_testbed_set_attribute(tb, dir, "power/runtime_active_time", a);
+        umockdev_testbed_set_attribute(tb, dir, "power/runtime_suspended_time", s);
+}
+
+/* Captures what drowsed logs (stderr) while F runs. */
+static char *capture_log(void (*f)(void *), void *userdata) {
+        char path[600], *buf = NULL;
+        size_t size = 0;
+        int saved = dup(STDERR_FILENO), fd;
+        FILE *in;
+
+        snprintf(path, sizeof(path), "%s/log.txt", umockdev_testbed_get_root_dir(tb));
+        fflush(stderr);
+        ASSERT_TRUE((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) >= 0);
+        ASSERT_TRUE(dup2(fd, STDERR_FILENO) >= 0);
+        close(fd);
+        f(userdata);
+        fflush(stderr);
+        ASSERT_TRUE(dup2(saved, STDERR_FILENO) >= 0);
+        close(saved);
+        ASSERT_TRUE((in = fopen(path, "re")));
+        if (getdelim(&buf, &size, 0, in) < 0) { /* nothing logged */
+                free(buf);
+                ASSERT_TRUE((buf = strdup("")));
+        }
+        fclose(in);
+        fputs(buf, stderr); /* still shown in the test log */
+        return buf;
+}
+
+static void test_sampling(void) {
+        /* A long minimum interval: the test drives the ticks itself. */
+        setup("[defaults]\ndelay-ms = 1000\ndisk-delay-ms = 500\n[protect]\nsample-min-ms = 3600000\n"
+              "sample-max-ms = 3600000\nstorm-resumes-per-minute = 0\n");
+        char *hub = add_root_hub(NULL, "usb1");
+        Disk d = add_disk(hub, "1-1", 0, "usb-storage");
+        set_runtime(d.usb, "active", 100, 0);
+        umockdev_testbed_set_attribute(tb, d.usb, "power/wakeup_count", "3");
+        Manager *m = start_with_state(false);
+        Device *dev = manager_find(m, "1-1");
+        assert_state(m, "1-1", DEVICE_AUTOSUSPEND, NULL);
+        ASSERT_TRUE(dev->rec != NULL);
+        /* Armed because 1-1 autosuspends, at the shortest interval. */
+        ASSERT_EQ(manager_sample_interval(m), 3600000ULL * 1000);
+
+        manager_sample_now(m); /* the baseline */
+        ASSERT_EQ(dev->rec->stats.resumes, 0);
+        ASSERT_EQ(dev->rec->stats.active_ms, 0);
+
+        /* Suspended 5 s: one suspend, no resume. */
+        set_runtime(d.usb, "suspended", 1100, 5000);
+        manager_sample_now(m);
+        ASSERT_EQ(dev->rec->stats.resumes, 0);
+        ASSERT_EQ(dev->rec->stats.suspended_ms, 5000);
+        ASSERT_EQ(dev->rec->stats.active_ms, 1000);
+
+        /* Suspended at both ends with 3.5 s active in between: at least one resume, and active/delay =
+         * 3 of them (each lasts the 1000 ms delay at least). Two wakeup events. */
+        set_runtime(d.usb, "suspended", 4600, 9000);
+        umockdev_testbed_set_attribute(tb, d.usb, "power/wakeup_count", "5");
+        manager_sample_now(m);
+        ASSERT_EQ(dev->rec->stats.resumes, 3);
+        ASSERT_EQ(dev->rec->stats.wakeups, 2);
+        ASSERT_EQ(dev->rec->stats.suspended_ms, 9000);
+        ASSERT_EQ(dev->rec->stats.active_ms, 4500);
+
+        /* Suspended -> active with no suspended time counted yet: the edge is one resume. */
+        set_runtime(d.usb, "active", 4600, 9000);
+        manager_sample_now(m);
+        ASSERT_EQ(dev->rec->stats.resumes, 4);
+
+        /* Counters that go backwards (a new kernel object) count nothing. */
+        set_runtime(d.usb, "suspended", 10, 10);
+        manager_sample_now(m);
+        ASSERT_EQ(dev->rec->stats.resumes, 4);
+        ASSERT_EQ(dev->rec->stats.active_ms, 4500);
+
+        /* A vanished attribute: no crash, no change. */
+        char path[4096];
+        snprintf(path, sizeof(path), "%s%s/power/runtime_active_time", umockdev_testbed_get_root_dir(tb), d.usb);
+        ASSERT_OK(unlink(path));
+        manager_sample_now(m);
+        ASSERT_EQ(dev->rec->stats.resumes, 4);
+
+        /* The history has the transitions, and stats --json the obvious keys. */
+        ASSERT_TRUE(dev->rec->stats.history_len >= 3);
+        char *buf = NULL;
+        size_t size = 0;
+        FILE *f = open_memstream(&buf, &size);
+        ASSERT_OK(manager_dump_stats(m, "1-1", true, f));
+        fclose(f);
+        ASSERT_TRUE(strstr(buf, "\"name\":\"1-1\"") && strstr(buf, "\"resumes\":4") &&
+                    strstr(buf, "\"suspended_ms\":9000") && strstr(buf, "\"wakeups\":2") &&
+                    strstr(buf, "\"quarantined\":false") && strstr(buf, "\"history\":[{\"t_ms\":") &&
+                    strstr(buf, "\"state\":\"suspended\""));
+        free(buf);
+        ASSERT_ERR(manager_dump_stats(m, "9-9", true, stderr), ENODEV);
+        manager_free(m);
+        teardown();
+}
+
+/* Idle with nothing to watch is zero wakeups: no timer unless something autosuspends. */
+static void test_no_timer_when_idle(void) {
+        char error[POLICY_ERROR_MAX];
+        FILE *f;
+
+        setup("[defaults]\nautosuspend = no\n");
+        char *hub = add_root_hub(NULL, "usb1");
+        add_disk(hub, "1-1", 0, "usb-storage");
+        Manager *m = start_with_state(false);
+        assert_state(m, "1-1", DEVICE_EXCLUDED, NULL);
+        ASSERT_EQ(manager_sample_interval(m), 0);
+
+        ASSERT_TRUE((f = fopen(conf_path, "w")));
+        fputs("[defaults]\nautosuspend = yes\n[protect]\nsample-min-ms = 1500\n", f);
+        fclose(f);
+        ASSERT_OK(manager_reload(m, error, sizeof(error)));
+        run_passes();
+        assert_state(m, "1-1", DEVICE_AUTOSUSPEND, NULL);
+        ASSERT_EQ(manager_sample_interval(m), 1500 * 1000);
+
+        ASSERT_TRUE((f = fopen(conf_path, "w")));
+        fputs("[defaults]\nautosuspend = no\n", f);
+        fclose(f);
+        ASSERT_OK(manager_reload(m, error, sizeof(error)));
+        run_passes();
+        assert_state(m, "1-1", DEVICE_EXCLUDED, NULL);
+        ASSERT_EQ(manager_sample_interval(m), 0);
+        manager_free(m);
+        teardown();
+}
+
+static void do_free(void *m) {
+        manager_free(m);
+}
+
+static Manager *restarted;
+static void do_start(void *unused) {
+        restarted = start_with_state(true);
+}
+
+/* A storm backs the delay off (x4, on the USB device and the LUN), a second one quarantines; the
+ * quarantine is saved, survives a restart, and release lifts it. Then corrupt state files. */
+static void test_storm_quarantine_persist_release(void) {
+        char path[4096], name[256];
+        setup("[defaults]\ndelay-ms = 1000\ndisk-delay-ms = 500\n"
+              "[protect]\nstorm-resumes-per-minute = 10\nstorm-backoff = 4\nquarantine-after = 2\n"
+              "sample-min-ms = 3600000\n");
+        char *hub = add_root_hub(NULL, "usb1");
+        Disk d = add_disk(hub, "1-1", 0, "usb-storage");
+        set_runtime(d.usb, "suspended", 0, 0);
+        Manager *m = start_with_state(true);
+        Device *dev = manager_find(m, "1-1");
+        manager_sample_now(m);
+
+        /* 12 resumes of 1 s each in one interval: above 10 a minute. */
+        set_runtime(d.usb, "suspended", 12000, 500);
+        manager_sample_now(m);
+        ASSERT_EQ(dev->rec->stats.resumes, 12);
+        ASSERT_EQ(dev->rec->strikes, 1);
+        ASSERT_EQ(dev->rec->backoff, 4);
+        run_passes();
+        assert_state(m, "1-1", DEVICE_AUTOSUSPEND, NULL);
+        assert_attr(d.usb, "power/autosuspend_delay_ms", "4000");
+        assert_attr(d.sdev, "power/autosuspend_delay_ms", "2000");
+        assert_attr(d.usb, "power/control", "auto");
+        ASSERT_EQ(dev->rec->stats.decisions, 1);
+        ASSERT_STREQ(stats_history_last(&dev->rec->stats, HISTORY_DECISION)->what, "backoff");
+
+        /* Still storming at the longer delay: 11 x 4 s. */
+        set_runtime(d.usb, "suspended", 12000 + 44000, 1000);
+        manager_sample_now(m);
+        ASSERT_EQ(dev->rec->stats.resumes, 23);
+        ASSERT_TRUE(dev->rec->quarantined);
+        ASSERT_TRUE(strstr(dev->rec->quarantine_reason, "resume storm: 11 resumes in the last minute"));
+        run_passes();
+        assert_state(m, "1-1", DEVICE_QUARANTINED, "resume storm");
+        assert_attr(d.usb, "power/control", "on");
+        assert_attr(d.sdev, "power/control", "on");
+        ASSERT_EQ(manager_sample_interval(m), 0); /* nothing autosuspends any more */
+
+        /* Saved at once, under the identity. */
+        record_file_name("0525:a4a5:SER-1", name, sizeof(name));
+        ASSERT_STREQ(name, "0525_3aa4a5_3aSER-1.state");
+        snprintf(path, sizeof(path), "%s/%s", state_dir, name);
+        DeviceRecord *rec = malloc(sizeof(DeviceRecord));
+        char error[256];
+        ASSERT_OK(record_load(path, rec, error, sizeof(error)));
+        ASSERT_TRUE(rec->quarantined);
+        ASSERT_EQ(rec->stats.resumes, 23);
+        ASSERT_EQ(rec->stats.decisions, 2);
+
+        /* A restart with the device still there, set back to auto by someone: quarantined again. */
+        manager_free(m);
+        umockdev_testbed_set_attribute(tb, d.usb, "power/control", "auto");
+        m = start_with_state(true);
+        assert_state(m, "1-1", DEVICE_QUARANTINED, "resume storm");
+        assert_attr(d.usb, "power/control", "on");
+        ASSERT_EQ(manager_find(m, "1-1")->rec->stats.resumes, 23);
+
+        /* stats: the quarantine shows; the plot is valid SVG. */
+        char *buf = NULL;
+        size_t size = 0;
+        FILE *f = open_memstream(&buf, &size);
+        ASSERT_OK(manager_dump_stats(m, NULL, false, f));
+        fclose(f);
+        ASSERT_TRUE(strstr(buf, "quarantined") && strstr(buf, "resume storm"));
+        free(buf);
+        snprintf(path, sizeof(path), "%s/plot.svg", umockdev_testbed_get_root_dir(tb));
+        ASSERT_TRUE((f = fopen(path, "w")));
+        manager_plot(m, f);
+        fclose(f);
+        if (access("/usr/bin/xmllint", X_OK) == 0) {
+                char cmd[4200];
+                snprintf(cmd, sizeof(cmd), "xmllint --noout '%s'", path);
+                ASSERT_EQ(system(cmd), 0);
+        }
+
+        /* Release: policy again (the backoff goes too), saved. */
+        ASSERT_OK(manager_release(m, "1-1"));
+        ASSERT_ERR(manager_release(m, "1-1"), EALREADY);
+        ASSERT_ERR(manager_release(m, "9-9"), ENODEV);
+        run_passes();
+        assert_state(m, "1-1", DEVICE_AUTOSUSPEND, NULL);
+        assert_attr(d.usb, "power/control", "auto");
+        assert_attr(d.usb, "power/autosuspend_delay_ms", "1000");
+        assert_attr(d.sdev, "power/control", "auto");
+        snprintf(path, sizeof(path), "%s/%s", state_dir, name);
+        ASSERT_OK(record_load(path, rec, error, sizeof(error)));
+        ASSERT_FALSE(rec->quarantined);
+        ASSERT_EQ(rec->backoff, 1);
+        ASSERT_STREQ(stats_history_last(&rec->stats, HISTORY_DECISION)->what, "release");
+
+        /* Quarantine again, then cut the file short: the restart names it, ignores it, and starts the
+         * device afresh. A file of garbage and a misplaced one likewise. */
+        DeviceRecord *r = manager_find(m, "1-1")->rec;
+        r->quarantined = true;
+        snprintf(r->quarantine_reason, sizeof(r->quarantine_reason), "test");
+        r->unsaved = true;
+        manager_save(m);
+        free(capture_log(do_free, m));
+        struct stat st;
+        ASSERT_OK(stat(path, &st));
+        ASSERT_OK(truncate(path, st.st_size / 2));
+        snprintf(path, sizeof(path), "%s/garbage.state", state_dir);
+        ASSERT_TRUE((f = fopen(path, "w")));
+        fputs("\x01\x02 not a state file\n", f);
+        fclose(f);
+        char *log = capture_log(do_start, NULL);
+        m = restarted;
+        ASSERT_TRUE(strstr(log, "Ignoring state file") && strstr(log, name) && strstr(log, "truncated"));
+        ASSERT_TRUE(strstr(log, "garbage.state: line 1: not a drowse state file"));
+        free(log);
+        assert_state(m, "1-1", DEVICE_AUTOSUSPEND, NULL);
+        assert_attr(d.usb, "power/control", "auto");
+        free(rec);
+        manager_free(m);
+        teardown();
+}
+
+/* Someone else writes what drowsed owns: with drift=reapply it is logged and written back, with
+ * drift=yield logged and left, the device excluded until release. */
+static void test_drift(void) {
+        setup("[defaults]\ndelay-ms = 1000\n[protect]\nsample-min-ms = 3600000\n");
+        char *hub = add_root_hub(NULL, "usb1");
+        Disk d = add_disk(hub, "1-1", 0, "usb-storage");
+        Manager *m = start_with_state(false);
+        assert_attr(d.usb, "power/control", "auto");
+
+        umockdev_testbed_set_attribute(tb, d.usb, "power/control", "on");
+        umockdev_testbed_set_attribute(tb, d.sdev, "power/autosuspend_delay_ms", "-1");
+        char *log = capture_log((void (*)(void *)) manager_sample_now, m);
+        ASSERT_TRUE(strstr(log, "drift-reapply: 1-1/power/control was auto, now on: changed by another writer"));
+        ASSERT_TRUE(strstr(log, "0:0:0:0/power/autosuspend_delay_ms was 2000, now -1"));
+        free(log);
+        run_passes();
+        assert_attr(d.usb, "power/control", "auto");
+        assert_attr(d.sdev, "power/autosuspend_delay_ms", "2000");
+        assert_state(m, "1-1", DEVICE_AUTOSUSPEND, NULL);
+        ASSERT_EQ(manager_find(m, "1-1")->rec->stats.decisions, 2);
+        /* Written back once: the pass does not see it again. */
+        manager_sample_now(m);
+        ASSERT_EQ(manager_find(m, "1-1")->rec->stats.decisions, 2);
+        manager_free(m);
+        teardown();
+
+        setup("[defaults]\ndelay-ms = 1000\n[protect]\ndrift = yield\nsample-min-ms = 3600000\n");
+        hub = add_root_hub(NULL, "usb1");
+        d = add_disk(hub, "1-1", 0, "usb-storage");
+        m = start_with_state(false);
+        umockdev_testbed_set_attribute(tb, d.usb, "power/control", "on");
+        manager_sample_now(m);
+        run_passes();
+        assert_state(m, "1-1", DEVICE_EXCLUDED, "yielded to another writer, who set 1-1/power/control=on");
+        assert_attr(d.usb, "power/control", "on");
+        ASSERT_EQ(manager_sample_interval(m), 0);
+        ASSERT_OK(manager_release(m, "1-1"));
+        run_passes();
+        assert_state(m, "1-1", DEVICE_AUTOSUSPEND, NULL);
+        assert_attr(d.usb, "power/control", "auto");
+        manager_free(m);
+        teardown();
+}
+
+/* The same device (vid:pid:serial) back within the window after leaving while suspended: a strike. */
+static void test_re_enumeration(void) {
+        setup("[defaults]\ndelay-ms = 1000\n[protect]\nre-enumerate-window = 30\nsample-min-ms = 3600000\n");
+        char *hub = add_root_hub(NULL, "usb1");
+        ManagerOptions o = { .config_path = conf_path, .monitor = MONITOR_UDEV };
+        Manager *m = NULL;
+        sd_event *e = NULL;
+
+        ASSERT_OK(manager_new(&o, &m));
+        ASSERT_OK(manager_load_config(m));
+        ASSERT_OK(manager_start(m));
+        ASSERT_OK(manager_coldplug(m));
+        ASSERT_OK(sd_event_default(&e));
+        Disk d = add_disk(hub, "1-1", 0, "usb-storage");
+        set_runtime(d.usb, "suspended", 10, 10);
+        umockdev_testbed_uevent(tb, d.usb, "add");
+        for (int i = 0; i < 50 && (!manager_find(m, "1-1") || manager_find(m, "1-1")->state != DEVICE_AUTOSUSPEND);
+             i++)
+                ASSERT_OK(sd_event_run(e, 100 * 1000));
+        assert_state(m, "1-1", DEVICE_AUTOSUSPEND, NULL);
+        manager_sample_now(m);
+        umockdev_testbed_uevent(tb, d.usb, "remove");
+        for (int i = 0; i < 50 && manager_n_devices(m) > 0; i++)
+                ASSERT_OK(sd_event_run(e, 100 * 1000));
+        ASSERT_EQ(manager_n_devices(m), 0);
+        ASSERT_EQ(manager_sample_interval(m), 0);
+
+        umockdev_testbed_uevent(tb, d.usb, "add");
+        for (int i = 0; i < 50 && (!manager_find(m, "1-1") || manager_find(m, "1-1")->state != DEVICE_AUTOSUSPEND);
+             i++)
+                ASSERT_OK(sd_event_run(e, 100 * 1000));
+        Device *dev = manager_find(m, "1-1");
+        ASSERT_TRUE(dev && dev->rec);
+        ASSERT_EQ(dev->rec->strikes, 1);
+        ASSERT_STREQ(stats_history_last(&dev->rec->stats, HISTORY_DECISION)->what, "backoff");
+        ASSERT_TRUE(strstr(stats_history_last(&dev->rec->stats, HISTORY_DECISION)->reason, "re-enumerated"));
+        assert_attr(d.usb, "power/autosuspend_delay_ms", "4000");
+        sd_event_unref(e);
+        manager_free(m);
+        teardown();
+}
+
 TEST_MAIN(TEST(test_storage_chain), TEST(test_pending_until_luns), TEST(test_eio), TEST(test_vanished),
           TEST(test_uas_and_runtime_error), TEST(test_exclusions_and_rules), TEST(test_vhci),
           TEST(test_vhci_handover_on_reload),
-          TEST(test_runtime_start_stop), TEST(test_power_profiles), TEST(test_hotplug))
+          TEST(test_runtime_start_stop), TEST(test_power_profiles), TEST(test_hotplug), TEST(test_sampling),
+          TEST(test_no_timer_when_idle), TEST(test_storm_quarantine_persist_release), TEST(test_drift),
+          TEST(test_re_enumeration))
