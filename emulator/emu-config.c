@@ -31,9 +31,71 @@ void emu_config_done(EmuConfig *c) {
                 free(c->keyboards[i].name);
                 free(c->keyboards[i].hub);
         }
+        for (size_t i = 0; i < c->n_image_dirs; i++)
+                free(c->image_dirs[i]);
         free(c->listen);
         free(c->control);
         *c = (EmuConfig) {};
+}
+
+static int set_string(char **field, const char *value, size_t max, const char **ret_error, const char *what);
+
+int emu_config_add_allow(EmuConfig *c, const char *list, const char **ret_error) {
+        _cleanup_free_ char *copy = strdup(list);
+        char *saveptr = NULL;
+        size_t n = 0;
+        int r;
+
+        if (!copy)
+                return -ENOMEM;
+        for (char *w = strtok_r(copy, " \t", &saveptr); w; w = strtok_r(NULL, " \t", &saveptr), n++) {
+                if (c->n_allow >= EMU_CONFIG_MAX_ALLOW) {
+                        *ret_error = "too many allowed networks (64 at most)";
+                        return -EINVAL;
+                }
+                r = in_addr_prefix_from_string(w, &c->allow[c->n_allow], ret_error);
+                if (r < 0)
+                        return r;
+                c->n_allow++;
+        }
+        if (n == 0) {
+                *ret_error = "empty network";
+                return -EINVAL;
+        }
+        return 0;
+}
+
+int emu_config_add_image_dir(EmuConfig *c, const char *dir, const char **ret_error) {
+        char *copy = NULL;
+        int r;
+
+        if (dir[0] != '/') {
+                *ret_error = "an image directory must be an absolute path";
+                return -EINVAL;
+        }
+        if (c->n_image_dirs >= EMU_CONFIG_MAX_IMAGE_DIRS) {
+                *ret_error = "too many image directories (16 at most)";
+                return -EINVAL;
+        }
+        r = set_string(&copy, dir, 4095, ret_error, "image directory path too long");
+        if (r < 0)
+                return r;
+        c->image_dirs[c->n_image_dirs++] = copy;
+        return 0;
+}
+
+int emu_config_set_max_connections(EmuConfig *c, const char *value, const char **ret_error) {
+        char *end;
+        unsigned long v;
+
+        errno = 0;
+        v = strtoul(value, &end, 10);
+        if (!*value || *value == '-' || *end || errno != 0 || v < 1 || v > 4096) {
+                *ret_error = "max-connections expects a number from 1 to 4096";
+                return -EINVAL;
+        }
+        c->max_connections = (unsigned) v;
+        return 0;
 }
 
 int parse_size(const char *s, uint64_t *ret) {
@@ -561,6 +623,24 @@ static int on_ini(void *userdata, const char *section, const char *key, const ch
                                 goto fail;
                         }
                         p->config->vhci_controller = (int) v;
+                        return 1;
+                }
+                if (streq(key, "allow")) {
+                        r = emu_config_add_allow(p->config, value, &p->error);
+                        if (r < 0)
+                                goto fail;
+                        return 1;
+                }
+                if (streq(key, "image-dir")) {
+                        r = emu_config_add_image_dir(p->config, value, &p->error);
+                        if (r < 0)
+                                goto fail;
+                        return 1;
+                }
+                if (streq(key, "max-connections")) {
+                        r = emu_config_set_max_connections(p->config, value, &p->error);
+                        if (r < 0)
+                                goto fail;
                         return 1;
                 }
                 p->error = "unknown key in [emulator]";

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
+#include "in-addr-prefix.h"
 #include "macro.h"
 #include "usb.h"
 
@@ -43,6 +44,9 @@ typedef struct KeyboardConfig {
         unsigned port;
 } KeyboardConfig;
 
+#define EMU_CONFIG_MAX_ALLOW 64
+#define EMU_CONFIG_MAX_IMAGE_DIRS 16
+
 typedef struct EmuConfig {
         char *listen;      /* NULL: default, "" after --no-listen */
         char *control;     /* control socket path, NULL: none */
@@ -54,6 +58,11 @@ typedef struct EmuConfig {
         size_t n_hubs;
         KeyboardConfig keyboards[EMU_CONFIG_MAX_KEYBOARDS];
         size_t n_keyboards;
+        InAddrPrefix allow[EMU_CONFIG_MAX_ALLOW]; /* TCP clients' networks; none: any */
+        size_t n_allow;
+        char *image_dirs[EMU_CONFIG_MAX_IMAGE_DIRS]; /* where images may be created; none: anywhere */
+        size_t n_image_dirs;
+        unsigned max_connections; /* 0: the server's default */
 } EmuConfig;
 
 void emu_config_init(EmuConfig *c);
@@ -66,6 +75,12 @@ int emu_config_add_disk_spec(EmuConfig *c, const char *spec, const char **ret_er
 /* "NAME[,ports=N][,wakeup][,controller=C]" and "NAME[,hub=HUB][,port=P]". */
 int emu_config_add_hub_spec(EmuConfig *c, const char *spec, const char **ret_error);
 int emu_config_add_keyboard_spec(EmuConfig *c, const char *spec, const char **ret_error);
+
+/* --allow CIDR / allow= (a whitespace-separated list), --image-dir DIR / image-dir=,
+ * --max-connections N / max-connections=. On error *ret_error names what was wrong and the return is -EINVAL (or -ENOMEM). */
+int emu_config_add_allow(EmuConfig *c, const char *list, const char **ret_error);
+int emu_config_add_image_dir(EmuConfig *c, const char *dir, const char **ret_error);
+int emu_config_set_max_connections(EmuConfig *c, const char *value, const char **ret_error);
 
 /* After everything is parsed: every hub= names a hub. */
 int emu_config_check(const EmuConfig *c, const char **ret_error);

@@ -9,6 +9,88 @@
 #include "image.h"
 #include "log.h"
 
+/* Resolved with realpath(), no trailing slash except for "/" itself. */
+static char **create_dirs;
+static size_t n_create_dirs;
+
+static void free_create_dirs(void) {
+        for (size_t i = 0; i < n_create_dirs; i++)
+                free(create_dirs[i]);
+        create_dirs = mfree(create_dirs);
+        n_create_dirs = 0;
+}
+
+int image_set_create_directories(const char *const *dirs, size_t n) {
+        char **resolved;
+        int r;
+
+        if (n == 0) {
+                free_create_dirs();
+                return 0;
+        }
+        resolved = calloc(n, sizeof(char *));
+        if (!resolved)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                struct stat st;
+
+                if (dirs[i][0] != '/')
+                        r = -EINVAL;
+                else if (!(resolved[i] = realpath(dirs[i], NULL)))
+                        r = negative_errno();
+                else if (stat(resolved[i], &st) < 0)
+                        r = negative_errno();
+                else
+                        r = S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+                if (r < 0) {
+                        for (size_t j = 0; j <= i; j++)
+                                free(resolved[j]);
+                        free(resolved);
+                        return log_debug_errno(r, "%s: cannot use as an image directory: %m", dirs[i]);
+                }
+        }
+        free_create_dirs();
+        create_dirs = resolved;
+        n_create_dirs = n;
+        return 0;
+}
+
+static bool path_is_below(const char *path, const char *dir) {
+        size_t len = strlen(dir);
+
+        if (streq(dir, "/"))
+                return true;
+        return strneq(path, dir, len) && (path[len] == '/' || path[len] == 0);
+}
+
+int image_check_create_path(const char *path) {
+        _cleanup_free_ char *copy = NULL, *parent = NULL;
+        char *slash;
+
+        if (n_create_dirs == 0)
+                return 0;
+        /* The file does not exist yet: resolve the directory it would be created in. */
+        copy = strdup(path);
+        if (!copy)
+                return -ENOMEM;
+        slash = strrchr(copy, '/');
+        if (!slash)
+                parent = realpath(".", NULL);
+        else if (slash == copy)
+                parent = strdup("/");
+        else {
+                *slash = 0;
+                parent = realpath(copy, NULL);
+        }
+        if (!parent)
+                return -EPERM; /* a directory that does not resolve is not inside any allowed one */
+        for (size_t i = 0; i < n_create_dirs; i++)
+                if (path_is_below(parent, create_dirs[i]))
+                        return 0;
+        return log_debug_errno(EPERM, "%s: new images may only be created inside the image directories.",
+                               path);
+}
+
 struct Image {
         int fd;
         uint64_t size;
@@ -31,6 +113,9 @@ static int image_open_fd(const char *path, uint64_t create_size, const ImageOpti
                 }
                 if (errno != ENOENT || create_size == 0 || options->read_only)
                         return negative_errno();
+                int r = image_check_create_path(path);
+                if (r < 0)
+                        return r;
 
                 fd = open(path, flags | O_CREAT | O_EXCL, 0600);
                 if (fd >= 0) {

@@ -22,10 +22,21 @@ typedef struct ImageOptions {
         bool follow_symlinks;
 } ImageOptions;
 
+/* Where new images may be created, for the whole process: a disk spec with size= must not become a way
+ * to create (or, through a chosen path, overwrite-by-creation) files anywhere the emulator may write.
+ * dirs are absolute paths of existing directories; they are resolved now (symlinks, "..") and a new image
+ * must then be created inside one of them, its parent directory resolved likewise. n == 0 (the default)
+ * allows creation anywhere. Opening existing images is not restricted. Errors: -EINVAL a relative path,
+ * -ENOTDIR not a directory, or what realpath() says (-ENOENT). Call before anything opens images. */
+int image_set_create_directories(const char *const *dirs, size_t n);
+/* -EPERM if a new image at path would be outside the directories above, 0 if allowed. */
+int image_check_create_path(const char *path);
+
 /* Opens (or, if create_size > 0 and the file is missing, creates sparse) the image at path.
  * An existing file is never truncated or grown: if create_size differs, its own size wins.
  * Errors: -ENOENT missing and create_size == 0 (or read-only), -ELOOP symlink, -EBADFD not a regular file,
  * -EINVAL size (or create_size) not a non-zero multiple of IMAGE_BLOCK_SIZE,
+ * -EPERM the file is missing and would be created outside image_set_create_directories(),
  * -EBUSY the image is in use (locked by another open: flock, exclusive read-write, shared read-only). */
 int image_open(const char *path, uint64_t create_size, bool read_only, Image **ret);
 int image_open_full(const char *path, uint64_t create_size, const ImageOptions *options, Image **ret);

@@ -197,7 +197,8 @@ static int keyboard_control(void *function, const UsbSetup *s, uint8_t *data, si
                         return -EPIPE;
                 }
                 len = MIN(len, MIN(size, s->wLength));
-                memcpy(data, desc, len);
+                if (len > 0) /* data is NULL when wLength is 0 */
+                        memcpy(data, desc, len);
                 return (int) len;
         }
         if (usb_setup_type(s) != USB_TYPE_CLASS || usb_setup_recipient(s) != USB_RECIP_INTERFACE)
@@ -206,7 +207,8 @@ static int keyboard_control(void *function, const UsbSetup *s, uint8_t *data, si
         switch (s->bRequest) {
         case HID_REQ_GET_REPORT: {
                 size_t n = MIN((size_t) REPORT_SIZE, MIN(size, s->wLength));
-                memcpy(data, k->current, n);
+                if (n > 0) /* data is NULL when wLength is 0 */
+                        memcpy(data, k->current, n);
                 return (int) n;
         }
         case HID_REQ_SET_REPORT:

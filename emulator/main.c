@@ -11,6 +11,7 @@
 #include "disk.h"
 #include "emu-config.h"
 #include "hub.h"
+#include "image.h"
 #include "keyboard.h"
 #include "tree.h"
 #include "vhci-attach.h"
@@ -34,6 +35,11 @@ static void help(void) {
                "  -c --config FILE            Read the topology from an INI file (drowse-emu(8))\n"
                "  -l --listen ADDR[:PORT]     Listen for USB/IP clients (default " DEFAULT_LISTEN ")\n"
                "     --no-listen              Do not listen on TCP\n"
+               "     --allow CIDR             Accept TCP clients only from this network (repeatable;\n"
+               "                              default: any client that reaches the listener)\n"
+               "     --max-connections N      Serve at most N connections at once (default 256)\n"
+               "     --image-dir DIR          Create missing images only inside DIR (repeatable;\n"
+               "                              default: anywhere)\n"
                "  -a --attach                 Attach every device to this machine's vhci_hcd\n"
                "     --control PATH           Serve the control socket (drowsectl emu) on PATH\n"
                "     --vhci-controller N      Use only vhci_hcd controller N for --attach\n"
@@ -50,6 +56,9 @@ enum {
         ARG_VHCI_CONTROLLER,
         ARG_LOG_LEVEL,
         ARG_VERSION,
+        ARG_ALLOW,
+        ARG_MAX_CONNECTIONS,
+        ARG_IMAGE_DIR,
 };
 
 /* Returns 1 to run, 0 to exit successfully, <0 on a usage error (already reported). */
@@ -65,6 +74,9 @@ static int parse_argv(int argc, char *argv[], EmuConfig *config) {
                 { "vhci-controller", required_argument, NULL, ARG_VHCI_CONTROLLER },
                 { "control",         required_argument, NULL, ARG_CONTROL         },
                 { "log-level",       required_argument, NULL, ARG_LOG_LEVEL       },
+                { "allow",           required_argument, NULL, ARG_ALLOW           },
+                { "max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS },
+                { "image-dir",       required_argument, NULL, ARG_IMAGE_DIR       },
                 { "help",            no_argument,       NULL, 'h'                 },
                 { "version",         no_argument,       NULL, ARG_VERSION         },
                 {}
@@ -133,6 +145,23 @@ static int parse_argv(int argc, char *argv[], EmuConfig *config) {
                         if (r < 0)
                                 return log_error_errno(r, "Unknown log level '%s'", optarg);
                         log_set_max_level(r);
+                        break;
+                case ARG_ALLOW:
+                        r = emu_config_add_allow(config, optarg, &error);
+                        if (r < 0)
+                                return log_error_errno(r, "--allow %s: %s", optarg,
+                                                       r == -ENOMEM ? "out of memory" : error);
+                        break;
+                case ARG_MAX_CONNECTIONS:
+                        r = emu_config_set_max_connections(config, optarg, &error);
+                        if (r < 0)
+                                return log_error_errno(r, "--max-connections %s: %s", optarg, error);
+                        break;
+                case ARG_IMAGE_DIR:
+                        r = emu_config_add_image_dir(config, optarg, &error);
+                        if (r < 0)
+                                return log_error_errno(r, "--image-dir %s: %s", optarg,
+                                                       r == -ENOMEM ? "out of memory" : error);
                         break;
                 case 'h':
                         help();
@@ -273,6 +302,29 @@ static int run(int argc, char *argv[]) {
         r = server_new(event, &server);
         if (r < 0)
                 return log_oom();
+        if (server_set_allow(server, config.allow, config.n_allow) < 0)
+                return log_oom();
+        if (config.max_connections > 0)
+                (void) server_set_max_connections(server, config.max_connections);
+        /* Before any disk, including those added later over the control socket. */
+        r = image_set_create_directories((const char *const *) config.image_dirs, config.n_image_dirs);
+        if (r < 0)
+                return log_error_errno(r, "Cannot use the image directories (--image-dir): %m");
+        for (size_t i = 0; i < config.n_disks; i++) {
+                const DiskConfig *dc = &config.disks[i];
+                for (size_t l = 0; l <= dc->n_extra_luns && dc->size > 0 && !dc->read_only; l++) {
+                        const char *path = l == 0 ? dc->image : dc->lun_images[l - 1];
+                        if (access(path, F_OK) < 0 && errno == ENOENT &&
+                            image_check_create_path(path) == -EPERM)
+                                return log_error_errno(EPERM, "%s: refusing to create image %s outside the "
+                                                       "image directories (--image-dir)", dc->name, path);
+                }
+        }
+        for (size_t i = 0; i < config.n_allow; i++) {
+                char buf[IN_ADDR_PREFIX_STRING_MAX];
+                if (in_addr_prefix_to_string(&config.allow[i], buf, sizeof(buf)) >= 0)
+                        log_debug("Accepting USB/IP clients from %s", buf);
+        }
 
         for (size_t i = 0; i < config.n_hubs; i++) {
                 const HubConfig *hc = &config.hubs[i];

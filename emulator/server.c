@@ -54,7 +54,39 @@ Server *server_free(Server *s) {
         sd_event_source_disable_unref(s->listen_source);
         safe_close(s->listen_fd);
         sd_event_unref(s->event);
+        free(s->allow);
         return mfree(s);
+}
+
+int server_set_allow(Server *s, const InAddrPrefix *allow, size_t n) {
+        InAddrPrefix *copy = NULL;
+
+        if (n > 0) {
+                copy = calloc(n, sizeof(InAddrPrefix));
+                if (!copy)
+                        return -ENOMEM;
+                memcpy(copy, allow, n * sizeof(InAddrPrefix));
+        }
+        free(s->allow);
+        s->allow = copy;
+        s->n_allow = n;
+        return 0;
+}
+
+int server_set_max_connections(Server *s, unsigned n) {
+        if (n < 1 || n > SERVER_MAX_CONNECTIONS)
+                return -ERANGE;
+        s->max_connections = n;
+        return 0;
+}
+
+bool server_peer_allowed(const Server *s, const struct sockaddr *sa, socklen_t salen) {
+        if (s->n_allow == 0)
+                return true;
+        for (size_t i = 0; i < s->n_allow; i++)
+                if (in_addr_prefix_match(&s->allow[i], sa, salen))
+                        return true;
+        return false;
 }
 
 void server_connection_gone(Server *s, Connection *c) {
@@ -171,8 +203,14 @@ static int on_accept(sd_event_source *source, int fd, uint32_t revents, void *us
                            NI_NUMERICHOST | NI_NUMERICSERV);
         snprintf(peer, sizeof(peer), sa.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, serv);
 
+        if (!server_peer_allowed(s, (struct sockaddr *) &sa, salen)) {
+                log_warning("%s: refused: not in an allowed client network (--allow)", peer);
+                safe_close(cfd);
+                return 0;
+        }
         if (s->n_connections >= s->max_connections) {
-                log_warning("%s: refused, already %u connections", peer, s->n_connections);
+                log_warning("%s: refused, already %u connections (--max-connections)", peer,
+                            s->n_connections);
                 safe_close(cfd);
                 return 0;
         }

@@ -4,6 +4,7 @@
 #include <systemd/sd-event.h>
 
 #include "connection.h"
+#include "in-addr-prefix.h"
 #include "usb-device.h"
 #include "usbip.h"
 
@@ -36,6 +37,7 @@ static inline UsbDevice *export_target(const Export *e) {
 
 #define SERVER_MAX_EXPORTS 128
 #define SERVER_DEFAULT_MAX_CONNECTIONS 256
+#define SERVER_MAX_CONNECTIONS 4096 /* each is an fd and up to CONNECTION_MAX_URB_BYTES of buffers */
 
 struct Server {
         sd_event *event;
@@ -45,11 +47,21 @@ struct Server {
         size_t n_exports;
         Connection *connections;
         unsigned n_connections, max_connections;
+        /* TCP clients must come from one of these networks; none: any client that reaches the socket
+         * (which listens on loopback unless told otherwise). */
+        InAddrPrefix *allow;
+        size_t n_allow;
 };
 
 int server_new(sd_event *event, Server **ret);
 Server *server_free(Server *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Server *, server_free);
+
+/* Replaces the allow-list of client networks (a copy is kept); n == 0 allows every client. */
+int server_set_allow(Server *s, const InAddrPrefix *allow, size_t n);
+/* TCP clients served at once, 1..SERVER_MAX_CONNECTIONS; more are refused at accept(). */
+int server_set_max_connections(Server *s, unsigned n);
+bool server_peer_allowed(const Server *s, const struct sockaddr *sa, socklen_t salen) _pure_;
 
 /* "127.0.0.1", "127.0.0.1:3240", "[::1]:3240", ":3240". */
 int server_listen(Server *s, const char *address);
