@@ -29,8 +29,24 @@
                 !__builtin_types_compatible_p(typeof(x), typeof(&*(x))), sizeof(x) / sizeof((x)[0]), \
                 (void) 0))
 
-#define MIN(a, b) ((a) < (b) ? (a) : (b))
-#define MAX(a, b) ((a) > (b) ? (a) : (b))
+/* Each argument is evaluated once: MAX(x, f()) calls f() once (a fault hook that counts its hits was
+ * called twice by the plain ternary form). Unique names let them nest. Not for constant expressions. */
+#define DROWSE_CONCAT_(a, b) a##b
+#define DROWSE_CONCAT(a, b) DROWSE_CONCAT_(a, b)
+#define DROWSE_MIN_(x, y, a, b)                                                                    \
+        ({                                                                                         \
+                const __auto_type x = (a);                                                         \
+                const __auto_type y = (b);                                                         \
+                x < y ? x : y;                                                                     \
+        })
+#define DROWSE_MAX_(x, y, a, b)                                                                    \
+        ({                                                                                         \
+                const __auto_type x = (a);                                                         \
+                const __auto_type y = (b);                                                         \
+                x > y ? x : y;                                                                     \
+        })
+#define MIN(a, b) DROWSE_MIN_(DROWSE_CONCAT(_min_a_, __COUNTER__), DROWSE_CONCAT(_min_b_, __COUNTER__), a, b)
+#define MAX(a, b) DROWSE_MAX_(DROWSE_CONCAT(_max_a_, __COUNTER__), DROWSE_CONCAT(_max_b_, __COUNTER__), a, b)
 #define DIV_ROUND_UP(x, y) (((x) + (y) - 1) / (y))
 
 #define streq(a, b) (strcmp((a), (b)) == 0)
@@ -69,10 +85,28 @@ static inline void closep(int *fd) {
         safe_close(*fd);
 }
 
+/* Whether x equals one of the values: IN_SET(kind, A, B, C). */
+#define IN_SET(x, ...)                                                                             \
+        ({                                                                                         \
+                const typeof(x) _x_ = (x);                                                         \
+                const typeof(x) _set_[] = { __VA_ARGS__ };                                         \
+                bool _found_ = false;                                                              \
+                for (size_t _i_ = 0; _i_ < sizeof(_set_) / sizeof(_set_[0]) && !_found_; _i_++)    \
+                        _found_ = _set_[_i_] == _x_;                                               \
+                _found_;                                                                           \
+        })
+
 #define _cleanup_free_ _cleanup_(freep)
 #define _cleanup_close_ _cleanup_(closep)
 
 #include <dirent.h>
+#include <stdio.h>
+static inline void fclosep(FILE **f) {
+        if (*f)
+                fclose(*f);
+}
+#define _cleanup_fclose_ _cleanup_(fclosep)
+
 static inline void closedirp(DIR **d) {
         if (*d)
                 (void) closedir(*d);

@@ -42,7 +42,15 @@ static void help(void) {
                "  emu plug NAME               Plug a hub's child back into its port\n"
                "  emu unplug NAME             Unplug a hub's child (the hub reports the disconnect)\n"
                "  emu wakeup NAME [force]     The device signals remote wakeup through its hub\n"
-               "  emu type NAME TEXT          Type TEXT on an emulated keyboard\n\n"
+               "  emu type NAME TEXT          Type TEXT on an emulated keyboard\n"
+               "  emu fault kinds             The fault catalogue\n"
+               "  emu fault add NAME KIND [PARAM...]\n"
+               "                              Inject a fault (see drowse-emu(8), FAULTS)\n"
+               "  emu fault list              Faults, their triggers and hits\n"
+               "  emu fault clear all|ID|NAME Remove faults\n"
+               "  emu fault seed N            Seed for the next probabilistic faults\n"
+               "  emu scenario run FILE       Run a scenario file in the emulator\n"
+               "  emu scenario status|stop    Where it is, or end it\n\n"
                "Options:\n"
                "     --socket PATH            drowsed's control socket (default " DEFAULT_DAEMON_SOCKET ")\n"
                "     --emu-socket PATH        Emulator control socket (default " DEFAULT_EMU_SOCKET ")\n"
@@ -184,6 +192,40 @@ static int verb_emu(int argc, char *argv[]) {
                 n = snprintf(request, sizeof(request), "wakeup %s force", argv[1]);
                 if (n < 0 || (size_t) n >= sizeof(request))
                         return log_error_errno(E2BIG, "Argument too long");
+                return emu_request(request);
+        }
+        if (streq(verb, "fault")) {
+                /* fault kinds | add NAME KIND [PARAM...] | list | clear WHAT | seed N: the words go as
+                 * they are; the emulator checks them and names what was wrong. */
+                const char *sub = argc > 1 ? argv[1] : NULL;
+                size_t len;
+
+                if (!sub)
+                        return log_error_errno(EINVAL, "emu fault needs a command: kinds, add, list, clear, seed");
+                if (streq(sub, "list") && arg_json)
+                        return emu_request("fault list-json");
+                len = (size_t) snprintf(request, sizeof(request), "fault");
+                for (int i = 1; i < argc && len < sizeof(request); i++)
+                        len += (size_t) snprintf(request + len, sizeof(request) - len, " %s", argv[i]);
+                if (len >= sizeof(request))
+                        return log_error_errno(E2BIG, "Fault specification too long");
+                return emu_request(request);
+        }
+        if (streq(verb, "scenario")) {
+                _cleanup_free_ char *path = NULL;
+
+                if (argc == 3 && streq(argv[1], "run")) {
+                        /* The emulator resolves nothing relative to its own working directory. */
+                        path = realpath(argv[2], NULL);
+                        if (!path)
+                                return log_error_errno(errno, "Cannot use scenario file %s: %m", argv[2]);
+                        n = snprintf(request, sizeof(request), "scenario run %s", path);
+                } else if (argc == 2 && (streq(argv[1], "status") || streq(argv[1], "stop")))
+                        n = snprintf(request, sizeof(request), "scenario %s", argv[1]);
+                else
+                        return log_error_errno(EINVAL, "usage: emu scenario run FILE | status | stop");
+                if (n < 0 || (size_t) n >= sizeof(request))
+                        return log_error_errno(E2BIG, "Path too long");
                 return emu_request(request);
         }
         if (streq(verb, "type")) {

@@ -5,6 +5,7 @@
 #include <sys/uio.h>
 
 #include "connection.h"
+#include "injector.h"
 #include "log.h"
 #include "server.h"
 
@@ -126,8 +127,7 @@ static int send_blob(Connection *c, uint8_t *blob, size_t len) {
         return 0;
 }
 
-static void on_urb_complete(Urb *u, void *userdata) {
-        Connection *c = userdata;
+static void send_ret_submit(Connection *c, Urb *u) {
         TxItem *t;
 
         t = calloc(1, sizeof(TxItem));
@@ -156,6 +156,69 @@ static void on_urb_complete(Urb *u, void *userdata) {
         /* Written from the I/O handler or the next EPOLLOUT; completions never write directly, so a
          * completion inside a device callback cannot free the connection under its caller. */
         update_events(c);
+}
+
+static void arm_held_timer(Connection *c);
+
+static int on_held_timer(sd_event_source *source, uint64_t usec, void *userdata) {
+        Connection *c = userdata;
+        uint64_t now = 0;
+        Urb *u, *next;
+
+        (void) sd_event_now(c->server->event, CLOCK_MONOTONIC, &now);
+        for (u = c->held.head; u; u = next) {
+                next = u->next;
+                if (u->release_usec > now)
+                        continue;
+                urb_queue_remove(&c->held, u);
+                send_ret_submit(c, u);
+        }
+        arm_held_timer(c);
+        return 0;
+}
+
+static void arm_held_timer(Connection *c) {
+        uint64_t next = UINT64_MAX;
+        int r;
+
+        for (Urb *u = c->held.head; u; u = u->next)
+                next = MIN(next, u->release_usec);
+        if (next == UINT64_MAX) {
+                if (c->held_timer)
+                        (void) sd_event_source_set_enabled(c->held_timer, SD_EVENT_OFF);
+                return;
+        }
+        if (c->held_timer) {
+                r = sd_event_source_set_time(c->held_timer, next);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(c->held_timer, SD_EVENT_ONESHOT);
+        } else
+                r = sd_event_add_time(c->server->event, &c->held_timer, CLOCK_MONOTONIC, next, 0, on_held_timer, c);
+        if (r < 0)
+                log_warning_errno(r, "%s: cannot arm the timer for held completions: %m", c->peer);
+}
+
+static void on_urb_complete(Urb *u, void *userdata) {
+        Connection *c = userdata;
+        uint64_t now = 0, hold = u->hold_usec;
+
+        (void) sd_event_now(c->server->event, CLOCK_MONOTONIC, &now);
+        if (c->export) {
+                uint64_t fault_hold = injector_completion_hold(export_target(c->export), u, now);
+                hold = MAX(hold, fault_hold);
+        }
+        if (hold == 0 || c->held.n >= CONNECTION_MAX_HELD) {
+                if (hold)
+                        log_warning("%s: %u completions already held by faults, sending URB %u now", c->peer,
+                                    c->held.n, u->seqnum);
+                send_ret_submit(c, u);
+                return;
+        }
+        /* An injected fault: the completion waits here, where CMD_UNLINK still finds it. */
+        u->hold_usec = 0;
+        u->release_usec = hold == URB_HOLD_FOREVER ? UINT64_MAX : now + hold;
+        urb_queue_push(&c->held, u);
+        arm_held_timer(c);
 }
 
 static int send_ret_unlink(Connection *c, uint32_t seqnum, int32_t status) {
@@ -376,7 +439,11 @@ static int handle_urb_header(Connection *c) {
         }
 
         case USBIP_CMD_UNLINK: {
-                Urb *u = usb_device_unlink(export_target(c->export), h.u.cmd_unlink.seqnum);
+                Urb *u = urb_queue_find(&c->held, h.u.cmd_unlink.seqnum);
+                if (u)
+                        urb_queue_remove(&c->held, u);
+                else
+                        u = usb_device_unlink(export_target(c->export), h.u.cmd_unlink.seqnum);
                 if (!u && c->export->zombie)
                         u = usb_device_unlink(c->export->zombie == export_target(c->export) ? c->export->device
                                                                                               : c->export->zombie,
@@ -568,6 +635,9 @@ Connection *connection_free(Connection *c) {
         }
 
         urb_free(c->rx_urb);
+        for (Urb *u; (u = urb_queue_pop(&c->held));)
+                urb_free(u);
+        sd_event_source_disable_unref(c->held_timer);
         while (c->tx_head) {
                 TxItem *t = c->tx_head;
                 c->tx_head = t->next;

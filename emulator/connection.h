@@ -30,6 +30,9 @@ typedef enum ConnectionPhase {
 /* A management-phase client has this long to finish its request. */
 #define CONNECTION_OP_TIMEOUT_USEC (10 * 1000000ULL)
 
+/* Completions that injected faults may hold back at once; beyond that they go out on time. */
+#define CONNECTION_MAX_HELD 1024u
+
 typedef struct TxItem TxItem;
 
 struct Connection {
@@ -49,6 +52,11 @@ struct Connection {
         size_t rx_payload_got, rx_payload_need;
         Urb *rx_urb;                /* CMD_SUBMIT whose OUT data is being received */
         uint16_t rx_op_code;
+
+        /* Completions an injected fault holds back (fault.h): sent at their release time, or never
+         * (until the kernel unlinks them). */
+        UrbQueue held;
+        sd_event_source *held_timer;
 
         TxItem *tx_head, *tx_tail;
         size_t tx_bytes;

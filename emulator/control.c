@@ -11,6 +11,7 @@
 #include "control.h"
 #include "disk.h"
 #include "emu-config.h"
+#include "injector.h"
 #include "json.h"
 #include "keyboard.h"
 #include "tree.h"
@@ -182,6 +183,98 @@ static int handle_add_disk(Server *s, const char *spec, FILE *f) {
         return 0;
 }
 
+static int handle_fault(Server *s, char *arg, FILE *f) {
+        char *save = NULL, *sub = strtok_r(arg, " ", &save), *rest = strtok_r(NULL, "", &save);
+        Injector *inj = s->injector;
+        int r;
+
+        if (!sub)
+                return reply_error(f, -EINVAL, "%s", "usage: fault kinds | add NAME KIND [PARAM...] | list | "
+                                   "list-json | clear all|ID|NAME | seed N");
+        if (streq(sub, "kinds")) {
+                fputs("ok\n", f);
+                fault_dump_catalogue(f);
+                return 0;
+        }
+        if (!inj)
+                return reply_error(f, -EOPNOTSUPP, "%s", "fault injection is not set up in this process");
+        if (streq(sub, "add")) {
+                _cleanup_free_ char *error = NULL;
+                char *name = rest ? strtok_r(rest, " ", &save) : NULL, *spec = strtok_r(NULL, "", &save);
+                Export *e = lookup(s, name, f);
+
+                if (!e)
+                        return -ENOENT;
+                r = injector_add(inj, e, spec, &error);
+                if (r < 0)
+                        return reply_error(f, r, "%s", error ?: strerror(-r));
+                fprintf(f, "ok\nfault %d\n", r);
+                return 0;
+        }
+        if (streq(sub, "list") || streq(sub, "list-json")) {
+                fputs("ok\n", f);
+                injector_list(inj, streq(sub, "list-json"), f);
+                return 0;
+        }
+        if (streq(sub, "clear")) {
+                if (!rest)
+                        return reply_error(f, -EINVAL, "%s", "usage: fault clear all|ID|NAME");
+                r = injector_clear(inj, rest);
+                if (r < 0)
+                        return reply_error(f, r, "no fault or device '%s' (see: fault list)", rest);
+                fprintf(f, "ok\n%d cleared\n", r);
+                return 0;
+        }
+        if (streq(sub, "seed")) {
+                char *end = NULL;
+                unsigned long long seed;
+
+                errno = 0;
+                seed = rest && *rest >= '0' && *rest <= '9' ? strtoull(rest, &end, 0) : 0;
+                if (!end || *end || errno)
+                        return reply_error(f, -EINVAL, "bad seed '%s': expected an unsigned number", rest ?: "");
+                injector_set_seed(inj, seed);
+                fputs("ok\n", f);
+                return 0;
+        }
+        return reply_error(f, -EOPNOTSUPP, "unknown fault request '%s' (kinds, add, list, list-json, clear, seed)",
+                           sub);
+}
+
+static int handle_scenario(Server *s, char *arg, FILE *f) {
+        char *save = NULL, *sub = strtok_r(arg, " ", &save), *rest = strtok_r(NULL, "", &save);
+        Injector *inj = s->injector;
+        int r;
+
+        if (!inj)
+                return reply_error(f, -EOPNOTSUPP, "%s", "fault injection is not set up in this process");
+        if (sub && streq(sub, "run")) {
+                _cleanup_free_ char *error = NULL;
+
+                if (!rest || rest[0] != '/')
+                        return reply_error(f, -EINVAL, "%s", "usage: scenario run /ABSOLUTE/PATH");
+                r = injector_run_scenario(inj, rest, &error);
+                if (r < 0)
+                        return reply_error(f, r, "%s", error ?: strerror(-r));
+                fputs("ok\n", f);
+                injector_scenario_status(inj, f);
+                return 0;
+        }
+        if (sub && streq(sub, "status")) {
+                fputs("ok\n", f);
+                injector_scenario_status(inj, f);
+                return 0;
+        }
+        if (sub && streq(sub, "stop")) {
+                r = injector_stop_scenario(inj);
+                if (r < 0)
+                        return reply_error(f, r, "%s", "no scenario is running");
+                fputs("ok\n", f);
+                return 0;
+        }
+        return reply_error(f, -EINVAL, "%s", "usage: scenario run PATH | status | stop");
+}
+
 int control_handle(Server *s, const char *request, FILE *f) {
         _cleanup_free_ char *copy = strdup(request);
         char *verb, *arg, *save = NULL;
@@ -274,6 +367,10 @@ int control_handle(Server *s, const char *request, FILE *f) {
                 fputs("ok\n", f);
                 return 0;
         }
+        if (streq(verb, "fault"))
+                return handle_fault(s, arg, f);
+        if (streq(verb, "scenario"))
+                return handle_scenario(s, arg, f);
         if (streq(verb, "type")) {
                 char *name = strtok_r(arg, " ", &save), *text = strtok_r(NULL, "", &save);
                 Keyboard *k;
@@ -343,7 +440,7 @@ int control_handle(Server *s, const char *request, FILE *f) {
                 return 0;
         }
         return reply_error(f, -EOPNOTSUPP, "unknown request '%s' (list, list-json, show, add-disk, remove, attach, "
-                           "detach, plug, unplug, wakeup, type, version)", verb);
+                           "detach, plug, unplug, wakeup, type, fault, scenario, version)", verb);
 }
 
 static int on_client(sd_event_source *source, int fd, uint32_t revents, void *userdata) {

@@ -14,6 +14,11 @@
  *   remove NAME          detach if attached, drop the importer, unexport
  *   attach NAME [N]      local attach to vhci_hcd (controller N, default any)
  *   detach NAME          local detach
+ *   plug|unplug NAME     a hub child in or out of its port
+ *   wakeup NAME [force]  the device signals remote wakeup
+ *   type NAME TEXT       keys on an emulated keyboard
+ *   fault kinds|add|list|list-json|clear|seed   fault injection (fault.h, injector.h)
+ *   scenario run PATH|status|stop                 scenario files (scenario.h)
  *   version
  */
 

@@ -129,6 +129,107 @@ static void disk_describe(void *function, FILE *f) {
         fputc(']', f);
 }
 
+/* The blocks a READ or WRITE touches. Returns false for any other command, or one too short to say. */
+static bool cdb_extent(const uint8_t *cdb, size_t len, bool *ret_write, uint64_t *ret_lba, uint64_t *ret_blocks) {
+        switch (cdb[0]) {
+        case 0x08: /* READ(6) */
+        case 0x0a: /* WRITE(6) */
+                if (len < 6)
+                        return false;
+                *ret_lba = (uint64_t) (cdb[1] & 0x1f) << 16 | (uint64_t) cdb[2] << 8 | cdb[3];
+                *ret_blocks = cdb[4] ? cdb[4] : 256;
+                break;
+        case 0x28: /* READ(10) */
+        case 0x2a: /* WRITE(10) */
+        case 0x2e: /* WRITE AND VERIFY(10) */
+                if (len < 10)
+                        return false;
+                *ret_lba = get_be32(cdb + 2);
+                *ret_blocks = get_be16(cdb + 7);
+                break;
+        case 0xa8: /* READ(12) */
+        case 0xaa: /* WRITE(12) */
+                if (len < 12)
+                        return false;
+                *ret_lba = get_be32(cdb + 2);
+                *ret_blocks = get_be32(cdb + 6);
+                break;
+        case 0x88: /* READ(16) */
+        case 0x8a: /* WRITE(16) */
+                if (len < 16)
+                        return false;
+                *ret_lba = get_be64(cdb + 2);
+                *ret_blocks = get_be32(cdb + 10);
+                break;
+        default:
+                return false;
+        }
+        *ret_write = cdb[0] != 0x08 && cdb[0] != 0x28 && cdb[0] != 0xa8 && cdb[0] != 0x88;
+        return true;
+}
+
+static bool cdb_is_medium_access(uint8_t opcode) {
+        switch (opcode) {
+        case 0x00: /* TEST UNIT READY */
+        case 0x08: case 0x0a: case 0x28: case 0x2a: case 0x2e: case 0x88: case 0x8a: case 0xa8: case 0xaa:
+        case 0x35: /* SYNCHRONIZE CACHE(10) */
+        case 0x91: /* SYNCHRONIZE CACHE(16) */
+                return true;
+        default:
+                return false;
+        }
+}
+
+/* The storage faults of fault.h, consulted for every command the host sends to one of our LUNs. */
+static int disk_fault_hook(ScsiLun *lun, const uint8_t *cdb, size_t cdb_len, ScsiSense *ret_sense, void *userdata) {
+        UsbDevice *d = userdata;
+        uint64_t now, lba, blocks, resumes = d->resumes + d->stats.resumes_inferred;
+        const char *op = scsi_opcode_to_string(cdb[0]) ?: "command";
+        bool write;
+        Fault *f;
+
+        if (!d->faults || cdb_len == 0)
+                return 0;
+        now = usb_device_now_usec();
+
+        if (fault_fire(d, FAULT_PHASE_ERROR, now, "%s ends in a phase error", op)) {
+                msc_inject_phase_error(d->function);
+                return 0;
+        }
+
+        if (cdb[0] == 0x1b) { /* START STOP UNIT */
+                f = fault_fire(d, FAULT_START_STOP_FAIL, now, "START STOP UNIT (%s) failed", cdb_len > 4 && (cdb[4] & 1)
+                               ? "start" : "stop");
+                if (f) {
+                        *ret_sense = (ScsiSense) { f->params.sense_key, f->params.asc, f->params.ascq };
+                        return 1;
+                }
+        }
+
+        f = fault_find(d, FAULT_NOT_READY);
+        if (f && cdb_is_medium_access(cdb[0]) && (!f->params.after_resume || resumes != f->resumes_seen) &&
+            fault_fire_one(d, f, now, "%s answered NOT READY %x/%02x/%02x%s", op, f->params.sense_key, f->params.asc,
+                           f->params.ascq, f->params.after_resume ? " after a resume" : "")) {
+                f->resumes_seen = resumes;
+                *ret_sense = (ScsiSense) { f->params.sense_key, f->params.asc, f->params.ascq };
+                return 1;
+        }
+
+        f = fault_find(d, FAULT_MEDIA_ERROR);
+        if (f && cdb_extent(cdb, cdb_len, &write, &lba, &blocks) && blocks > 0 &&
+            lba <= f->params.lba_last && lba + blocks - 1 >= f->params.lba_first &&
+            fault_fire_one(d, f, now, "%s of LBA %" PRIu64 "+%" PRIu64 " failed with a medium error", op, lba, blocks)) {
+                if (f->params.sense_key)
+                        *ret_sense = (ScsiSense) { f->params.sense_key, f->params.asc, f->params.ascq };
+                else if (write)
+                        *ret_sense = (ScsiSense) { SCSI_SENSE_MEDIUM_ERROR, 0x0c, 0x00 }; /* WRITE ERROR */
+                else
+                        *ret_sense = (ScsiSense) { SCSI_SENSE_MEDIUM_ERROR, 0x11, 0x00 }; /* UNRECOVERED READ ERROR */
+                return 1;
+        }
+        return 0;
+}
+
 static void disk_free(void *function) {
         msc_free(function);
 }
@@ -221,6 +322,8 @@ int disk_new(const DiskConfig *cfg, UsbDevice **ret) {
                 return log_oom();
         }
         usb_device_set_function(d, &disk_ops, msc);
+        for (size_t i = 0; i < msc_get_n_luns(msc); i++)
+                scsi_lun_set_fault_hook(msc_get_lun(msc, i), disk_fault_hook, d);
 
         /* A stable default serial from the name, so udev's by-id links survive restarts. */
         if (usb_device_set_string(d, DISK_STRING_MANUFACTURER, "drowse") < 0 ||
@@ -235,4 +338,8 @@ fail:
         for (size_t i = 0; i < n_luns; i++)
                 scsi_lun_free(luns[i]);
         return r;
+}
+
+bool disk_is_disk(const UsbDevice *d) {
+        return d && d->ops == &disk_ops;
 }

@@ -6,3 +6,5 @@
 
 /* A USB mass-storage disk: the Bulk-Only Transport function on an image file, with its descriptors. */
 int disk_new(const DiskConfig *cfg, UsbDevice **ret);
+/* Whether a device is one of ours made by disk_new() (storage faults apply to it). */
+bool disk_is_disk(const UsbDevice *d);

@@ -13,6 +13,7 @@
 typedef struct HubPort {
         uint16_t status, change;
         UsbDevice *child;
+        uint64_t resume_done_usec;    /* a slow resume (fault) completes at this time; 0 if none */
 } HubPort;
 
 struct Hub {
@@ -50,11 +51,6 @@ static bool port_valid(const Hub *h, unsigned port) {
         return port >= 1 && port <= h->options.n_ports;
 }
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
-}
 
 /* A change bit was set: the status-change URB, if one waits, completes now. */
 static void changed(Hub *h) {
@@ -79,15 +75,18 @@ static void port_disconnect(Hub *h, HubPort *p, uint64_t now) {
                 return;
         p->status &= (uint16_t) ~(USB_PORT_STAT_CONNECTION | USB_PORT_STAT_ENABLE | USB_PORT_STAT_SUSPEND |
                                   USB_PORT_STAT_HIGH_SPEED | USB_PORT_STAT_LOW_SPEED);
+        p->resume_done_usec = 0;
         set_change(h, p, USB_PORT_STAT_C_CONNECTION);
 }
 
 static int port_set_feature(Hub *h, unsigned port, uint16_t feature) {
         HubPort *p = &h->ports[port];
-        uint64_t now = now_usec();
+        uint64_t now = usb_device_now_usec();
 
         switch (feature) {
         case USB_PORT_FEAT_POWER:
+                /* An injected over-current was a moment's short: power comes back. */
+                p->status &= (uint16_t) ~USB_PORT_STAT_OVERCURRENT;
                 p->status |= USB_PORT_STAT_POWER;
                 port_connect(h, p);
                 return 0;
@@ -101,6 +100,7 @@ static int port_set_feature(Hub *h, unsigned port, uint16_t feature) {
                 }
                 p->status &= (uint16_t) ~(USB_PORT_STAT_SUSPEND | USB_PORT_STAT_RESET | USB_PORT_STAT_LOW_SPEED |
                                           USB_PORT_STAT_HIGH_SPEED);
+                p->resume_done_usec = 0;
                 p->status |= USB_PORT_STAT_ENABLE;
                 if (p->child->speed == USB_SPEED_HIGH)
                         p->status |= USB_PORT_STAT_HIGH_SPEED;
@@ -138,27 +138,54 @@ static void port_resume(Hub *h, unsigned port, uint64_t now) {
         HubPort *p = &h->ports[port];
 
         p->status &= (uint16_t) ~USB_PORT_STAT_SUSPEND;
+        p->resume_done_usec = 0;
         h->stats.port_resumes++;
         usb_device_set_link(p->child, USB_LINK_CONNECTED, now);
+        if (fault_fire(p->child, FAULT_RESUME_RESET, now,
+                       "port %u resumes disabled: the device lost its address and configuration", port)) {
+                /* No C_ENABLE: the kernel would take that for EMI and re-enumerate instead. */
+                p->status &= (uint16_t) ~USB_PORT_STAT_ENABLE;
+                usb_device_bus_reset(p->child);
+        }
         set_change(h, p, USB_PORT_STAT_C_SUSPEND);
+}
+
+/* The host's ClearPortFeature(SUSPEND), and what injected faults make of it. */
+static void port_host_resume(Hub *h, unsigned port, uint64_t now) {
+        HubPort *p = &h->ports[port];
+        Fault *slow;
+
+        if (fault_fire(p->child, FAULT_UNPLUG_RESUME, now, "unplugged from port %u as the host resumed it", port)) {
+                (void) hub_unplug(h, port, now);
+                return;
+        }
+        if (fault_fire(p->child, FAULT_RESUME_STUCK, now, "port %u stays suspended", port))
+                return;
+        slow = fault_find(p->child, FAULT_RESUME_SLOW);
+        if (slow && fault_fire_one(p->child, slow, now, "port %u resumes %" PRIu64 " ms late", port,
+                                   slow->params.delay_usec / 1000)) {
+                p->resume_done_usec = now + MAX(slow->params.delay_usec, 1);
+                return;
+        }
+        log_info("%s: port %u resumed by the host (%s)", h->device->name, port, p->child->name);
+        port_resume(h, port, now);
 }
 
 static int port_clear_feature(Hub *h, unsigned port, uint16_t feature) {
         HubPort *p = &h->ports[port];
-        uint64_t now = now_usec();
+        uint64_t now = usb_device_now_usec();
 
         switch (feature) {
         case USB_PORT_FEAT_ENABLE:
                 p->status &= (uint16_t) ~(USB_PORT_STAT_ENABLE | USB_PORT_STAT_SUSPEND);
+                p->resume_done_usec = 0;
                 if (p->child && p->child->link == USB_LINK_SUSPENDED)
                         usb_device_set_link(p->child, USB_LINK_CONNECTED, now);
                 return 0;
 
         case USB_PORT_FEAT_SUSPEND:
-                if (p->status & USB_PORT_STAT_SUSPEND) {
-                        log_info("%s: port %u resumed by the host (%s)", h->device->name, port, p->child->name);
-                        port_resume(h, port, now);
-                }
+                if ((p->status & USB_PORT_STAT_SUSPEND) && !p->resume_done_usec)
+                        port_host_resume(h, port, now);
                 return 0;
 
         case USB_PORT_FEAT_POWER:
@@ -218,6 +245,10 @@ static int hub_control(void *function, const UsbSetup *s, uint8_t *data, size_t 
                 }
                 if (recipient != USB_RECIP_OTHER || !port_valid(h, port))
                         return -EPIPE;
+                if (h->ports[port].resume_done_usec && usb_device_now_usec() >= h->ports[port].resume_done_usec) {
+                        log_info("%s: port %u finished its slow resume", h->device->name, port);
+                        port_resume(h, port, usb_device_now_usec());
+                }
                 put_le16(data, h->ports[port].status);
                 put_le16(data + 2, h->ports[port].change);
                 return 4;
@@ -268,6 +299,8 @@ static ssize_t hub_transfer(void *function, uint8_t ep, uint8_t *data, size_t si
         if (!hub_in_ready(h, ep))
                 return -EAGAIN;
         n = MIN(n, size);
+        if (n == 0)
+                return -EOVERFLOW; /* no room for even the first status byte: babble */
         memset(data, 0, n);
         if (h->hub_change)
                 data[0] |= 1;
@@ -280,7 +313,7 @@ static ssize_t hub_transfer(void *function, uint8_t ep, uint8_t *data, size_t si
 
 static void hub_bus_reset(void *function) {
         Hub *h = function;
-        uint64_t now = now_usec();
+        uint64_t now = usb_device_now_usec();
 
         /* The hub lost its configuration: every port is unpowered again, children off the bus. */
         for (unsigned p = 1; p <= h->options.n_ports; p++) {
@@ -301,6 +334,8 @@ static int child_wakeup(UsbDevice *child, void *userdata) {
                         continue;
                 if (!(h->ports[p].status & USB_PORT_STAT_SUSPEND))
                         return -EAGAIN;
+                if (fault_fire(child, FAULT_WAKEUP_LOST, usb_device_now_usec(), "wakeup on port %u never reported", p))
+                        return 0;
                 h->stats.remote_wakeups++;
                 /* Resume signalling, then the port reports C_PORT_SUSPEND with SUSPEND clear. If the
                  * hub itself is suspended nothing waits on its status endpoint: the change is held
@@ -311,7 +346,7 @@ static int child_wakeup(UsbDevice *child, void *userdata) {
                                    "held until the host polls the hub", h->device->name, child->name, p);
                 } else
                         log_info("%s: %s signals remote wakeup on port %u", h->device->name, child->name, p);
-                port_resume(h, p, now_usec());
+                port_resume(h, p, usb_device_now_usec());
                 return 0;
         }
         return -ENODEV;
@@ -350,6 +385,30 @@ UsbDevice *hub_unplug(Hub *h, unsigned port, uint64_t now) {
         usb_device_set_link(child, USB_LINK_UNPLUGGED, now);
         log_info("%s: %s unplugged from port %u", h->device->name, child->name, port);
         return child;
+}
+
+int hub_port_over_current(Hub *h, unsigned port, uint64_t now) {
+        HubPort *p;
+
+        if (!port_valid(h, port))
+                return -ERANGE;
+        p = &h->ports[port];
+        if (!(p->status & USB_PORT_STAT_POWER))
+                return -ENOLINK;
+        /* The port switches its power off: the device is gone until the host powers the port again, and
+         * comes back unconfigured. */
+        p->status |= USB_PORT_STAT_OVERCURRENT;
+        p->change |= USB_PORT_STAT_C_OVERCURRENT;
+        port_disconnect(h, p, now);
+        p->status &= (uint16_t) ~USB_PORT_STAT_POWER;
+        p->resume_done_usec = 0;
+        if (p->child) {
+                usb_device_set_link(p->child, USB_LINK_CONNECTED, now);
+                usb_device_bus_reset(p->child);
+        }
+        log_notice("%s: over-current on port %u, port powered off", h->device->name, port);
+        changed(h);
+        return 0;
 }
 
 static void hub_describe(void *function, FILE *f) {

@@ -44,3 +44,6 @@ const HubStats *hub_get_stats(const Hub *h);
  * connection once it is powered. Unplug returns the child (the caller keeps owning it). */
 int hub_plug(Hub *h, unsigned port, UsbDevice *child, uint64_t now_usec);
 UsbDevice *hub_unplug(Hub *h, unsigned port, uint64_t now_usec);
+
+/* The port reports over-current and switches its power off (a fault); power on clears it. */
+int hub_port_over_current(Hub *h, unsigned port, uint64_t now_usec);

@@ -15,6 +15,7 @@
 #include "keyboard.h"
 #include "tree.h"
 #include "vhci-attach.h"
+#include "injector.h"
 #include "log.h"
 #include "server.h"
 
@@ -42,6 +43,8 @@ static void help(void) {
                "                              default: anywhere)\n"
                "  -a --attach                 Attach every device to this machine's vhci_hcd\n"
                "     --control PATH           Serve the control socket (drowsectl emu) on PATH\n"
+               "     --scenario FILE          Run a scenario of timed steps and faults once the\n"
+               "                              devices are attached (drowse-emu(8), SCENARIOS)\n"
                "     --vhci-controller N      Use only vhci_hcd controller N for --attach\n"
                "     --log-level LEVEL        debug, info, notice, warning or err\n"
                "  -h --help                   Show this help\n"
@@ -59,7 +62,10 @@ enum {
         ARG_ALLOW,
         ARG_MAX_CONNECTIONS,
         ARG_IMAGE_DIR,
+        ARG_SCENARIO,
 };
+
+static const char *arg_scenario = NULL;
 
 /* Returns 1 to run, 0 to exit successfully, <0 on a usage error (already reported). */
 static int parse_argv(int argc, char *argv[], EmuConfig *config) {
@@ -77,6 +83,7 @@ static int parse_argv(int argc, char *argv[], EmuConfig *config) {
                 { "allow",           required_argument, NULL, ARG_ALLOW           },
                 { "max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS },
                 { "image-dir",       required_argument, NULL, ARG_IMAGE_DIR       },
+                { "scenario",        required_argument, NULL, ARG_SCENARIO        },
                 { "help",            no_argument,       NULL, 'h'                 },
                 { "version",         no_argument,       NULL, ARG_VERSION         },
                 {}
@@ -162,6 +169,9 @@ static int parse_argv(int argc, char *argv[], EmuConfig *config) {
                         if (r < 0)
                                 return log_error_errno(r, "--image-dir %s: %s", optarg,
                                                        r == -ENOMEM ? "out of memory" : error);
+                        break;
+                case ARG_SCENARIO:
+                        arg_scenario = optarg;
                         break;
                 case 'h':
                         help();
@@ -275,6 +285,7 @@ static int run(int argc, char *argv[]) {
         _cleanup_(sd_event_unrefp) sd_event *event = NULL;
         _cleanup_(server_freep) Server *server = NULL;
         _cleanup_(control_freep) Control *control = NULL; /* freed before the server it points to */
+        _cleanup_(injector_freep) Injector *injector = NULL; /* the same */
         int r;
 
         log_parse_environment();
@@ -302,6 +313,10 @@ static int run(int argc, char *argv[]) {
         r = server_new(event, &server);
         if (r < 0)
                 return log_oom();
+        r = injector_new(event, server, &injector);
+        if (r < 0)
+                return log_oom();
+        server->injector = injector;
         if (server_set_allow(server, config.allow, config.n_allow) < 0)
                 return log_oom();
         if (config.max_connections > 0)
@@ -374,6 +389,13 @@ static int run(int argc, char *argv[]) {
                 r = control_new(server, config.control, &control);
                 if (r < 0)
                         return r;
+        }
+        if (arg_scenario) {
+                _cleanup_free_ char *error = NULL;
+
+                r = injector_run_scenario(injector, arg_scenario, &error);
+                if (r < 0)
+                        return log_error_errno(r, "--scenario: %s", error ?: strerror(-r));
         }
 
         (void) sd_notify(false, "READY=1\nSTATUS=Serving emulated USB devices");

@@ -32,6 +32,7 @@ struct Msc {
         ScsiCommand cmd;
         bool cmd_active;
         bool phase_error;
+        bool inject_phase_error; /* fault injection: the command being decoded ends in a phase error */
         uint8_t csw[BOT_CSW_SIZE];
 
         MscStats stats;
@@ -154,8 +155,10 @@ static int msc_receive_cbw(Msc *m, const uint8_t *data, size_t len) {
          * and the host offers at least as much as the device intends (cases 1, 4/5/6, 9/11/12); any other
          * combination (2, 3, 7, 8, 10, 13) is a phase error, and the command is not carried out, so a
          * WRITE the host mis-sized never half-lands on the medium. */
-        if (m->cmd.direction != SCSI_DIRECTION_NONE &&
-            (m->cmd.direction != host_direction || m->cmd.length > m->host_length)) {
+        if (m->inject_phase_error ||
+            (m->cmd.direction != SCSI_DIRECTION_NONE &&
+             (m->cmd.direction != host_direction || m->cmd.length > m->host_length))) {
+                m->inject_phase_error = false;
                 scsi_lun_command_abort(m->lun, &m->cmd);
                 m->cmd_active = false;
                 m->phase_error = true;
@@ -362,6 +365,10 @@ bool msc_endpoint_halted(const Msc *m, uint8_t ep) {
         if (ep == m->config.bulk_out_ep)
                 return m->out_halted;
         return false;
+}
+
+void msc_inject_phase_error(Msc *m) {
+        m->inject_phase_error = true;
 }
 
 void msc_bus_reset(Msc *m) {

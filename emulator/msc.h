@@ -97,6 +97,10 @@ bool msc_endpoint_halted(const Msc *m, uint8_t ep_address) _pure_;
  * UNIT ATTENTION (29/00) on every LUN, which the kernel expects after a reset it issued. */
 void msc_bus_reset(Msc *m);
 
+/* Fault injection, from the SCSI fault hook while a CBW is decoded: that command is not carried out
+ * and ends in a phase error (CSW status 2), which makes the host reset the device. */
+void msc_inject_phase_error(Msc *m);
+
 size_t msc_get_n_luns(const Msc *m) _pure_;
 ScsiLun *msc_get_lun(const Msc *m, size_t index) _pure_;
 MscState msc_get_state(const Msc *m) _pure_;

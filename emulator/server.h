@@ -47,6 +47,7 @@ struct Server {
         size_t n_exports;
         Connection *connections;
         unsigned n_connections, max_connections;
+        struct Injector *injector;    /* fault injection (injector.h); NULL when not set up */
         /* TCP clients must come from one of these networks; none: any client that reaches the socket
          * (which listens on loopback unless told otherwise). */
         InAddrPrefix *allow;

@@ -9,11 +9,6 @@
 
 #define TREE_HUB_ROOT_PORT 1 /* the hub sits on root port 1, so children use hub ports 2.. */
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
-}
 
 bool tree_is_hub(const Export *e) {
         return hub_from_device(e->device) != NULL;
@@ -132,7 +127,7 @@ int tree_add_child(Server *s, Export *hub, unsigned port, UsbDevice *child, Expo
         e->hub_export = hub;
         e->hub_port = port;
         /* Unplugged until the carrier is up (zombie_set_configuration). */
-        usb_device_set_link(child, USB_LINK_UNPLUGGED, now_usec());
+        usb_device_set_link(child, USB_LINK_UNPLUGGED, usb_device_now_usec());
         if (ret)
                 *ret = e;
         return 0;
@@ -148,10 +143,10 @@ int tree_plug(Export *c) {
                 return -EALREADY;
         if (!c->zombie || c->zombie->state != USB_DEVICE_STATE_CONFIGURED) {
                 /* The carrier is not enumerated yet; zombie_set_configuration plugs it later. */
-                usb_device_set_link(c->device, USB_LINK_UNPLUGGED, now_usec());
+                usb_device_set_link(c->device, USB_LINK_UNPLUGGED, usb_device_now_usec());
                 return 0;
         }
-        r = hub_plug(h, c->hub_port, c->device, now_usec());
+        r = hub_plug(h, c->hub_port, c->device, usb_device_now_usec());
         return r;
 }
 
@@ -160,7 +155,7 @@ int tree_unplug(Export *c) {
 
         if (!h)
                 return -EINVAL;
-        return hub_unplug(h, c->hub_port, now_usec()) ? 0 : -EALREADY;
+        return hub_unplug(h, c->hub_port, usb_device_now_usec()) ? 0 : -EALREADY;
 }
 
 /* Root port 1 and the root port of every carrier must be free on this controller. */

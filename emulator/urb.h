@@ -11,6 +11,8 @@
  * the reply header beside it: a transfer's data is never copied in userspace. */
 typedef struct Urb Urb;
 
+#define URB_HOLD_FOREVER UINT64_MAX
+
 typedef void (*UrbCompleteFunc)(Urb *urb, void *userdata);
 
 struct Urb {
@@ -26,6 +28,10 @@ struct Urb {
         uint32_t actual_length;
 
         uint8_t *buf;            /* `length` bytes of data, allocated when needed */
+
+        /* Fault injection: the device asks the transport to send the completion this much later
+         * (URB_HOLD_FOREVER: never, until the kernel unlinks it). release_usec is when, while held. */
+        uint64_t hold_usec, release_usec;
 
         UrbCompleteFunc complete;
         void *userdata;

@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "log.h"
 #include "usb-device.h"
@@ -26,6 +27,12 @@ static const char *const usb_link_state_table[_USB_LINK_STATE_MAX] = {
 };
 
 DEFINE_STRING_TABLE_TO_STRING(usb_link_state, UsbLinkState);
+
+uint64_t usb_device_now_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
 
 static unsigned ep_index(uint8_t ep, bool in) {
         return (ep & 0x0f) | (in ? 0x10 : 0);
@@ -52,6 +59,7 @@ UsbDevice *usb_device_free(UsbDevice *d) {
         if (!d)
                 return NULL;
         usb_device_drop_pending(d);
+        fault_list_free(d->faults);
         if (d->ops && d->ops->free)
                 d->ops->free(d->function);
         for (size_t i = 0; i < ELEMENTSOF(d->strings); i++)
@@ -122,6 +130,7 @@ void usb_device_bus_reset(UsbDevice *d) {
         d->state = USB_DEVICE_STATE_DEFAULT;
         d->configuration = 0;
         d->remote_wakeup = false;
+        d->resume_status_due = false;
         clear_halts(d);
         if (d->ops && d->ops->bus_reset)
                 d->ops->bus_reset(d->function);
@@ -201,8 +210,18 @@ static int standard_request(UsbDevice *d, const UsbSetup *s, uint8_t *buf, size_
                                 status |= 1u << 1;
                         if (d->last_urb_usec > 0 && now_usec - d->last_urb_usec >= RESUME_SILENCE_USEC) {
                                 d->stats.resumes_inferred++;
+                                d->resume_status_due = true;
                                 log_info("%s: GET_STATUS after %.1f s of silence: the host resumed the device",
                                          d->name, (double) (now_usec - d->last_urb_usec) / 1e6);
+                        }
+                        if (d->resume_status_due) {
+                                d->resume_status_due = false;
+                                if (fault_fire(d, FAULT_RESUME_STATUS_STALL, now_usec,
+                                               "GET_STATUS after resume stalled"))
+                                        return -EPIPE;
+                                if (fault_fire(d, FAULT_RESUME_STATUS_TIMEOUT, now_usec,
+                                               "GET_STATUS after resume left unanswered"))
+                                        return -ETIMEDOUT;
                         }
                         put_le16(buf, status);
                         return 2;
@@ -230,6 +249,9 @@ static int standard_request(UsbDevice *d, const UsbSetup *s, uint8_t *buf, size_
                 if (recipient == USB_RECIP_DEVICE && s->wValue == USB_DEVICE_REMOTE_WAKEUP) {
                         /* A configuration that does not advertise remote wakeup has nothing to arm. */
                         if (!config || !(config->bmAttributes & USB_CONFIG_ATT_WAKEUP))
+                                return -EPIPE;
+                        if (set && fault_fire(d, FAULT_REMOTE_WAKEUP_STALL, now_usec,
+                                              "SET_FEATURE(DEVICE_REMOTE_WAKEUP) stalled"))
                                 return -EPIPE;
                         d->remote_wakeup = set;
                         if (set)
@@ -261,6 +283,7 @@ static int standard_request(UsbDevice *d, const UsbSetup *s, uint8_t *buf, size_
         case USB_REQ_SET_ADDRESS:
                 /* vhci completes this one itself; a USB/IP client other than vhci might send it. */
                 d->state = s->wValue ? USB_DEVICE_STATE_ADDRESSED : USB_DEVICE_STATE_DEFAULT;
+                d->configuration = 0; /* leaving the Configured state unconfigures (fuzz-ctrl-std) */
                 return 0;
 
         case USB_REQ_GET_DESCRIPTOR:
@@ -349,6 +372,13 @@ static void complete_control(UsbDevice *d, Urb *u, uint64_t now_usec) {
         else
                 r = -EPIPE;
 
+        if (r == -ETIMEDOUT) {
+                /* An injected fault: the device never finishes the status stage. The transport holds
+                 * the completion until the kernel gives up and unlinks the URB. */
+                u->hold_usec = URB_HOLD_FOREVER;
+                urb_complete(u, 0, 0);
+                return;
+        }
         if (r < 0) {
                 d->stats.stalls++;
                 urb_complete(u, r == -EPIPE ? -EPIPE : r, 0);
@@ -427,16 +457,22 @@ void usb_device_kick(UsbDevice *d) {
 }
 
 void usb_device_set_link(UsbDevice *d, UsbLinkState link, uint64_t now_usec) {
-        if (d->link == link)
+        UsbLinkState old = d->link;
+
+        if (old == link)
                 return;
         if (link == USB_LINK_SUSPENDED)
                 d->suspends++;
-        else if (d->link == USB_LINK_SUSPENDED && link == USB_LINK_CONNECTED)
+        else if (old == USB_LINK_SUSPENDED && link == USB_LINK_CONNECTED) {
                 d->resumes++;
-        log_debug("%s: link %s -> %s", d->name, usb_link_state_to_string(d->link), usb_link_state_to_string(link));
+                d->resume_status_due = true;
+        }
+        log_debug("%s: link %s -> %s", d->name, usb_link_state_to_string(old), usb_link_state_to_string(link));
         d->link = link;
         d->link_since_usec = now_usec;
-        if (link == USB_LINK_CONNECTED)
+        if (d->link_hook)
+                d->link_hook(d, old, d->link_hook_userdata);
+        if (link == USB_LINK_CONNECTED && d->link == USB_LINK_CONNECTED)
                 usb_device_kick(d);
 }
 

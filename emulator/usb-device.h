@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+#include "fault.h"
 #include "macro.h"
 #include "urb.h"
 #include "usb-desc.h"
@@ -73,6 +74,8 @@ typedef struct UsbDevice UsbDevice;
 
 /* Asks the upstream port (our hub) to carry a remote wakeup; returns 0 or a negative errno. */
 typedef int (*UsbWakeupFunc)(UsbDevice *d, void *userdata);
+/* Told of every link change (fault injection acts on suspends). */
+typedef void (*UsbLinkHook)(UsbDevice *d, UsbLinkState old, void *userdata);
 
 struct UsbDevice {
         char *name;
@@ -98,7 +101,17 @@ struct UsbDevice {
         UsbWakeupFunc wakeup;          /* set by the hub the device is plugged into */
         void *wakeup_userdata;
         uint64_t suspends, resumes, wakeups_signalled;
+        /* The next GET_STATUS(device) is the one the kernel sends to finish a resume (behind a hub the
+         * link tells us; on a root port the silence before it does). */
+        bool resume_status_due;
+
+        Fault *faults;                 /* injected faults (fault.h); NULL on the fast path */
+        UsbLinkHook link_hook;
+        void *link_hook_userdata;
 };
+
+/* CLOCK_MONOTONIC in microseconds, the clock every time in the device models is on. */
+uint64_t usb_device_now_usec(void);
 
 int usb_device_new(const char *name, const UsbDeviceDesc *desc, UsbSpeed speed, UsbDevice **ret);
 UsbDevice *usb_device_free(UsbDevice *d);
