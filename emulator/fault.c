@@ -465,6 +465,7 @@ static bool strikes(Fault *f) {
         return splitmix64(&f->rng) % 1000000 < f->probability_ppm;
 }
 
+static bool fire_va(UsbDevice *d, Fault *f, uint64_t now_usec, const char *what, va_list ap) _printf_(4, 0);
 static bool fire_va(UsbDevice *d, Fault *f, uint64_t now_usec, const char *what, va_list ap) {
         char buf[256];
 
