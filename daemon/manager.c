@@ -617,8 +617,13 @@ static bool sample_all(Manager *m) {
 
         for (size_t i = 0; i < m->n_devices; i++) {
                 Device *d = m->devices[i];
-                if (d->state != DEVICE_AUTOSUSPEND)
+                if (d->state != DEVICE_AUTOSUSPEND) {
+                        /* Not watched in this state (quarantined: kept active on purpose): the first
+                         * interval after it autosuspends again must not span it, or its active time reads
+                         * as resumes at the policy's delay, a storm right after a release. */
+                        d->last.valid = false;
                         continue;
+                }
                 if (sample_device(m, d, now))
                         changed = true;
                 /* Nobody announces a write to power/control: reading it back is the only way to see it. */
