@@ -1,7 +1,9 @@
 #!/bin/bash
 # The live demo (tools/demo): drowse-emu's default topology on a real kernel, step by step, with drowsed
 # applying its policy. A hub with a disk and a keyboard behind it, and a disk on a root port of its own
-# controller. Runs inside the VM (default) or on the host kernel (tools/demo --host).
+# controller. Then a wakeup storm injected into the keyboard, which drowsed backs off and quarantines, and a
+# summary from drowsed's statistics with its SVG power timeline. Runs inside the VM (default) or on the host
+# kernel (tools/demo --host); as the vm-demo tests it also checks the summary and the SVG.
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/../guest-lib.sh
 . "$DROWSE_VM_LIB"
@@ -70,7 +72,7 @@ suspended() { [[ $(cat "$1/power/runtime_status") == suspended ]]; }
 
 for m in vhci-hcd usb-storage sd_mod ext4 usbhid hid_generic evdev; do vm_modprobe "$m"; done
 
-bold "0. drowsed starts with its policy: disks after 500 ms idle, and a rule for our keyboard"
+bold "0. drowsed starts with its policy: disks after 500 ms idle, a rule for our keyboard, storm protection"
 cat >"$work/drowse.conf" <<'CONF'
 [defaults]
 delay-ms = 500
@@ -80,12 +82,22 @@ disk-delay-ms = 500
 [rule emulated-keyboard]
 match-id = 1209:0003
 autosuspend = yes
-delay-ms = 500
+delay-ms = 200
+
+# Tighter than the defaults (60 a minute, x4, quarantine at the third strike, sampled every 1-30 s), so
+# that the storm of step 8 is caught in seconds; still far above what the disks' own use looks like.
+[protect]
+storm-resumes-per-minute = 20
+storm-backoff = 2
+quarantine-after = 2
+sample-min-ms = 500
+sample-max-ms = 2000
 CONF
 sed 's/^/   /' "$work/drowse.conf"
-# No udevd in the guest: drowsed listens to the kernel's own uevents.
+# No udevd in the guest: drowsed listens to the kernel's own uevents. Its statistics and quarantines go
+# to a state directory of the demo's own, never the machine's /var/lib/drowse (tools/demo --host).
 "$DROWSE_BUILD_DIR/daemon/drowsed" --config "$work/drowse.conf" --monitor kernel --no-bus \
-        --control "$work/drowsed.ctl" >"$DROWSE_OUT/drowsed.log" 2>&1 &
+        --state-dir "$work/state" --control "$work/drowsed.ctl" >"$DROWSE_OUT/drowsed.log" 2>&1 &
 drowsed_pid=$!
 vm_wait_for 20 test -S "$work/drowsed.ctl"
 
@@ -131,9 +143,10 @@ say "idle again: $(cat "$datadev/power/runtime_status")"
 
 bold "5. a key press wakes the suspended keyboard through the hub"
 kbddev=$(dev_by_serial kbd)
-python3 - "$ev" >"$work/keys" <<'PY' &
+python3 - "$ev" "$work/reader-ready" >"$work/keys" <<'PY' &
 import os, select, struct, sys, time
 fd = os.open(sys.argv[1], os.O_RDONLY)   # open: usbhid arms remote wakeup
+open(sys.argv[2], "w").close()           # evdev keeps no events for readers that open later
 names = {32: "d", 19: "r", 24: "o", 17: "w", 31: "s", 18: "e"}
 typed, deadline = "", time.monotonic() + 60
 while len(typed) < 6 and time.monotonic() < deadline:
@@ -146,6 +159,7 @@ while len(typed) < 6 and time.monotonic() < deadline:
 print(typed, flush=True)
 PY
 reader=$!
+vm_wait_for 30 test -e "$work/reader-ready"
 vm_wait_for 30 suspended "$kbddev"
 say "keyboard: $(cat "$kbddev/power/runtime_status"), remote wakeup armed by usbhid: $(field kbd 'd["remote_wakeup"]')"
 ctl emu type kbd drowse >/dev/null
@@ -169,20 +183,135 @@ exec 3<&-
 vm_wait_for 30 suspended "$solodev"
 say "closed again: $(cat "$solodev/power/runtime_status")"
 
-bold "8. summary"
-ctl emu list --json >"$DROWSE_OUT/summary.json"
-python3 - "$DROWSE_OUT/summary.json" <<'PY'
+
+bold "8. a wakeup storm: the keyboard signals remote wakeup over and over; drowsed backs off, then quarantines it"
+kbd=${kbddev##*/}
+exec 4<"$ev" # held open, so that usbhid arms remote wakeup, as a desktop's input stack does
+armed_and_suspended() { suspended "$kbddev" && [[ $(field kbd 'd["remote_wakeup"]') == True ]]; }
+vm_wait_for 30 armed_and_suspended
+storm=$(ctl emu fault add kbd wakeup-storm n=60 interval=100ms) # "fault N"
+storm=${storm##* }
+say "\$ drowsectl emu fault add kbd wakeup-storm n=60 interval=100ms        (fault $storm)"
+say "60 remote wakeups from the keyboard, each 100 ms after the host has suspended it again; drowsed allows"
+say "20 resumes a minute, then doubles the 200 ms delay, and quarantines the keyboard at the second strike"
+decisions() { grep -E '^/devices/[^ ]+ \([0-9a-f:]+\): (backoff|quarantine|release): ' "$DROWSE_OUT/drowsed.log" || true; }
+# A decision line as the user reads it: the device's name instead of its devpath, folded to the terminal.
+show_decision() {
+        sed -E 's|^/devices/[^ ]*/([^/ ]+) \(|\1 (|' | fold -s -w 100 | sed '1s/^/   drowsed: /; 2,$s/^/            /'
+}
+storm_progress() {
+        local faults stats
+        faults=$(ctl emu fault list --json) stats=$(dctl stats --json "$kbd")
+        python3 - "$faults" "$stats" "$1" "$(cat "$kbddev/power/runtime_status")" <<'PY'
 import json, sys
-devices = json.load(open(sys.argv[1]))
-print("   %-6s %-12s %-10s %9s %8s %8s %8s" % ("device", "where", "link", "suspends", "resumes", "wakeups", "URBs"))
-for d in devices:
-    if d["name"].endswith("-carrier"):
-        continue
-    where = "%s port %s" % (d["hub"], d["hub_port"]) if d["hub"] else "vhci port %d" % d["vhci_port"]
-    resumes = d["resumes"] if d["hub"] else d["stats"]["resumes_inferred"]
-    print("   %-6s %-12s %-10s %9d %8d %8d %8d" % (d["name"], where, d["link"], d["suspends"], resumes,
-                                                 d["wakeups_signalled"], d["stats"]["urbs"]))
+hits = sum(f["hits"] for f in json.loads(sys.argv[1]) if f["kind"] == "wakeup-storm")
+d = json.loads(sys.argv[2])["devices"][0]
+print("   %3ds  keyboard %-9s  %2d wakeups signalled   drowsed: %2d resumes in the last minute, delay %s ms"
+      % (int(sys.argv[3]), sys.argv[4], hits, d["resumes_last_minute"], d["delay_ms"]))
 PY
-say "state of every device: summary.json in this run's log directory"
-say "demo finished: a hub over stock vhci_hcd, its ports suspended and resumed by the kernel, and a key press"
-say "that woke the host through the hub"
+}
+shown=0 t0=$EPOCHSECONDS next=$((EPOCHSECONDS + 3))
+until [[ $(cat "$kbddev/power/control") == on ]] && decisions | grep -q ': quarantine: '; do
+        ((EPOCHSECONDS - t0 < 180)) || vm_fail "no quarantine of the keyboard after 180 s of storm"
+        mapfile -t lines < <(decisions)
+        for ((; shown < ${#lines[@]}; shown++)); do
+                show_decision <<<"${lines[shown]}"
+        done
+        if ((EPOCHSECONDS >= next)); then
+                storm_progress $((EPOCHSECONDS - t0))
+                next=$((EPOCHSECONDS + 3))
+        fi
+        sleep 0.3
+done
+mapfile -t lines < <(decisions)
+for ((; shown < ${#lines[@]}; shown++)); do
+        show_decision <<<"${lines[shown]}"
+done
+storm_progress $((EPOCHSECONDS - t0))
+say "storm caught in $((EPOCHSECONDS - t0)) s"
+say "\$ drowsectl why $kbd"
+dctl why "$kbd" | sed 's/^/   /'
+say "\$ drowsectl show $kbd"
+dctl show "$kbd" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+for k in ("state", "reason", "quarantined", "control_set_by_drowsed"):
+    print("   %-24s %s" % (k, d.get(k)))'
+dctl show "$kbd" | grep -q '"state":"quarantined"' || vm_fail "drowsectl show does not say quarantined"
+dctl why "$kbd" | grep -q 'quarantined' || vm_fail "drowsectl why does not name the quarantine"
+
+bold "9. quarantined, the keyboard stays awake; drowsectl release gives it back to the policy"
+left() { ctl emu fault list --json | python3 -c "import json,sys; f=[x for x in json.load(sys.stdin) if x['id']==$storm][0]; print(60 - f['hits'])"; }
+sleep 3
+[[ $(cat "$kbddev/power/runtime_status") == active ]] || vm_fail "the quarantined keyboard suspended"
+say "3 s later: power/control=$(cat "$kbddev/power/control"), runtime_status=$(cat "$kbddev/power/runtime_status"), hub port: $(field kbd 'd["link"]');"
+say "the storm still has $(left) wakeups to send, but the keyboard no longer suspends, so it cannot"
+ctl emu fault clear all >/dev/null
+say "\$ drowsectl emu fault clear all; drowsectl release $kbd"
+dctl release "$kbd"
+decisions | grep ': release: ' | tail -n1 | show_decision
+control_is() { [[ $(cat "$kbddev/power/control") == "$1" ]]; }
+vm_wait_for 20 control_is auto
+vm_wait_for 30 suspended "$kbddev"
+say "released: power/control=$(cat "$kbddev/power/control"), delay $(cat "$kbddev/power/autosuspend_delay_ms") ms again, $(cat "$kbddev/power/runtime_status")"
+exec 4<&-
+
+bold "10. summary: drowsed's statistics and the emulator's counts"
+# One last sample of every device, so that the statistics include the last few seconds.
+sleep 2.5
+dctl stats --json >"$DROWSE_OUT/stats.json"
+ctl emu list --json >"$DROWSE_OUT/summary.json"
+dctl plot "$DROWSE_OUT/timeline.svg" >/dev/null
+python3 - "$DROWSE_OUT/stats.json" "$DROWSE_OUT/summary.json" "data=${datadev##*/}" "solo=${solodev##*/}" \
+        "kbd=$kbd" <<'PY' || vm_fail "the summary is not what the demo did"
+import json, sys
+stats = {d["name"]: d for d in json.load(open(sys.argv[1]))["devices"]}
+emu = {d["name"]: d for d in json.load(open(sys.argv[2]))}
+usb = dict(a.split("=", 1) for a in sys.argv[3:])
+def secs(ms):
+    return "%.1f s" % (ms / 1000)
+def quarantine(d):
+    q = [h["decision"] for h in d["history"] if h.get("decision") in ("quarantine", "release")]
+    return "now" if d["quarantined"] else "released" if q and q[-1] == "release" else "-"
+print("   %-5s %-6s %-12s %10s %8s %8s %8s %9s %-10s | %9s %9s"
+      % ("", "usb", "state", "suspended", "active", "resumes", "wakeups", "decisions", "quarantine",
+         "suspends", "wakeups"))
+print("   %-5s %-6s %-12s %57s | %19s" % ("", "", "", "drowsed (drowsectl stats --json)", "drowse-emu (emu list)"))
+bad = []
+for name, dev in usb.items():
+    d, e = stats[dev], emu[name]
+    q = quarantine(d)
+    print("   %-5s %-6s %-12s %10s %8s %8d %8d %9d %-10s | %9s %9d"
+          % (name, dev, d["state"], secs(d["suspended_ms"]), secs(d["active_ms"]), d["resumes"], d["wakeups"],
+             d["decisions"], q, e["suspends"] if e["hub"] else "(root)", e["wakeups_signalled"]))
+    if name == "kbd":
+        if q == "-":
+            bad.append("the keyboard was never quarantined")
+        decided = [h["decision"] for h in d["history"] if "decision" in h]
+        if decided[-1:] != ["release"]:
+            bad.append("the keyboard was struck again after its release: %s" % decided)
+        if d["resumes"] < 20:
+            bad.append("only %d keyboard resumes counted" % d["resumes"])
+        if e["wakeups_signalled"] < 20:
+            bad.append("only %d wakeups signalled" % e["wakeups_signalled"])
+    else:
+        if d["suspended_ms"] <= 0 or d["resumes"] <= 0:
+            bad.append("%s: %d ms suspended, %d resumes" % (name, d["suspended_ms"], d["resumes"]))
+        if q != "-":
+            bad.append("%s was struck: %s" % (name, [h for h in d["history"] if "decision" in h]))
+print("   suspends: PORT_SUSPENDs from the kernel (vhci keeps root-port suspend to itself); the kernel counts")
+print("   wakeup_count only for system wakeups, so a runtime storm leaves drowsed's wakeups at 0")
+for b in bad:
+    print("   FAIL: " + b, file=sys.stderr)
+sys.exit(1 if bad else 0)
+PY
+grep -q "<svg" "$DROWSE_OUT/timeline.svg" || vm_fail "drowsectl plot wrote no SVG"
+if command -v xmllint >/dev/null; then
+        xmllint --noout "$DROWSE_OUT/timeline.svg" || vm_fail "the power timeline is not well-formed XML"
+fi
+grep -q "quarantine: resume storm" "$DROWSE_OUT/timeline.svg" || vm_fail "the timeline lacks the quarantine"
+out=${DROWSE_DEMO_OUT_HOST:-"this run's log directory"}
+say "power timeline (open it in a browser): $out/timeline.svg"
+say "statistics and every device's state: stats.json and summary.json, logs: drowsed.log emu.log, in $out"
+say "demo finished: a hub over stock vhci_hcd, its ports suspended and resumed by the kernel, a key press that"
+say "woke the host through the hub, and a wakeup storm that drowsed caught, backed off and quarantined"
