@@ -129,7 +129,7 @@ while True:
 PY
 reader=$!
 keys() { cat /tmp/keys 2>/dev/null || echo 0; }
-vm_wait_for 10 test -e /tmp/keys
+vm_wait_for 60 test -e /tmp/keys # python starts slowly under TCG with other guests about
 
 # ---------------------------------------------------------------------------------------------
 case_resume_stuck() {
