@@ -401,6 +401,8 @@ case_start_stop_fail() {
         ctl emu fault clear "$id" >/dev/null
         wait_suspended FDISK1
         # ILLEGAL REQUEST fails the STOP at once: sd reports it and the runtime suspend fails.
+        # A delay long enough that the fault is in place before sd stops the disk again.
+        autosuspend FDISK1 4000
         read_block FDISK1 0 || vm_fail "read after resume failed"
         id=$(add_fault disk1 start-stop-fail sense=5/24/00 always)
         stop_failed() { dmesg | grep -q "Start/Stop Unit failed"; }
