@@ -189,10 +189,16 @@ static int port_clear_feature(Hub *h, unsigned port, uint16_t feature) {
                 return 0;
 
         case USB_PORT_FEAT_POWER:
-                /* Unpowered, the device is gone until power returns; then it needs a reset. */
+                /* Unpowered, the device is gone until power returns; then it needs a reset. It lost its
+                 * state with the power, as on over-current. */
                 if (p->status & USB_PORT_STAT_CONNECTION)
                         port_disconnect(h, p, now);
                 p->status &= (uint16_t) ~USB_PORT_STAT_POWER;
+                p->resume_done_usec = 0;
+                if (p->child) {
+                        usb_device_set_link(p->child, USB_LINK_CONNECTED, now);
+                        usb_device_bus_reset(p->child);
+                }
                 return 0;
 
         case USB_PORT_FEAT_C_CONNECTION:
