@@ -79,6 +79,15 @@ static void port_disconnect(Hub *h, HubPort *p, uint64_t now) {
         set_change(h, p, USB_PORT_STAT_C_CONNECTION);
 }
 
+/* Without power the child forgets everything: it comes back unconfigured, not suspended. */
+static void port_power_lost(HubPort *p, uint64_t now) {
+        p->resume_done_usec = 0;
+        if (p->child) {
+                usb_device_set_link(p->child, USB_LINK_CONNECTED, now);
+                usb_device_bus_reset(p->child);
+        }
+}
+
 static int port_set_feature(Hub *h, unsigned port, uint16_t feature) {
         HubPort *p = &h->ports[port];
         uint64_t now = usb_device_now_usec();
@@ -194,11 +203,7 @@ static int port_clear_feature(Hub *h, unsigned port, uint16_t feature) {
                 if (p->status & USB_PORT_STAT_CONNECTION)
                         port_disconnect(h, p, now);
                 p->status &= (uint16_t) ~USB_PORT_STAT_POWER;
-                p->resume_done_usec = 0;
-                if (p->child) {
-                        usb_device_set_link(p->child, USB_LINK_CONNECTED, now);
-                        usb_device_bus_reset(p->child);
-                }
+                port_power_lost(p, now);
                 return 0;
 
         case USB_PORT_FEAT_C_CONNECTION:
@@ -407,11 +412,7 @@ int hub_port_over_current(Hub *h, unsigned port, uint64_t now) {
         p->change |= USB_PORT_STAT_C_OVERCURRENT;
         port_disconnect(h, p, now);
         p->status &= (uint16_t) ~USB_PORT_STAT_POWER;
-        p->resume_done_usec = 0;
-        if (p->child) {
-                usb_device_set_link(p->child, USB_LINK_CONNECTED, now);
-                usb_device_bus_reset(p->child);
-        }
+        port_power_lost(p, now);
         log_notice("%s: over-current on port %u, port powered off", h->device->name, port);
         changed(h);
         return 0;
