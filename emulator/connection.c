@@ -200,11 +200,17 @@ static void arm_held_timer(Connection *c) {
 
 static void on_urb_complete(Urb *u, void *userdata) {
         Connection *c = userdata;
+        UsbDevice *target = c->export ? export_target(c->export) : NULL;
         uint64_t now = 0, hold = u->hold_usec;
 
+        /* The per-URB path: without a fault on the device there is nothing to look up. */
+        if (hold == 0 && (!target || !target->faults)) {
+                send_ret_submit(c, u);
+                return;
+        }
         (void) sd_event_now(c->server->event, CLOCK_MONOTONIC, &now);
-        if (c->export) {
-                uint64_t fault_hold = injector_completion_hold(export_target(c->export), u, now);
+        if (target) {
+                uint64_t fault_hold = injector_completion_hold(target, u, now);
                 hold = MAX(hold, fault_hold);
         }
         if (hold == 0 || c->held.n >= CONNECTION_MAX_HELD) {
