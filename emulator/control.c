@@ -170,7 +170,7 @@ static int handle_add_disk(Server *s, const char *spec, FILE *f) {
 
         r = disk_new(&config.disks[0], &d);
         if (r < 0)
-                return reply_error(f, r, "cannot create the disk (%s); see the emulator's log", strerror(-r));
+                return reply_error(f, r, "cannot create the disk: %s", disk_image_error(r));
         r = server_add_device(s, d, &e);
         if (r < 0) {
                 usb_device_free(d);

@@ -245,7 +245,7 @@ static const UsbFunctionOps disk_ops = {
         .free = disk_free,
 };
 
-static const char *image_error(int r) {
+const char *disk_image_error(int r) {
         switch (-r) {
         case EBUSY:
                 return "it is in use by another process";
@@ -257,6 +257,8 @@ static const char *image_error(int r) {
                 return "its size is not a non-zero multiple of 512 bytes";
         case EBADFD:
                 return "not a regular file";
+        case EPERM:
+                return "new images may only be created inside the image directories (--image-dir)";
         default:
                 return strerror(-r);
         }
@@ -273,7 +275,7 @@ static int disk_new_lun(const DiskConfig *cfg, const char *path, unsigned index,
                             &(ImageOptions) { .read_only = cfg->read_only, .follow_symlinks = cfg->follow_symlinks },
                             &image);
         if (r < 0)
-                return log_error_errno(r, "%s: cannot use image %s: %s", cfg->name, path, image_error(r));
+                return log_error_errno(r, "%s: cannot use image %s: %s", cfg->name, path, disk_image_error(r));
 
         if (index == 0)
                 snprintf(serial, sizeof(serial), "%s", cfg->serial ?: cfg->name);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "control.h"
+#include "image.h"
 #include "tests.h"
 
 static char dir[] = "/tmp/drowse-test-control.XXXXXX";
@@ -59,7 +60,12 @@ static void test_requests(void) {
         /* Names are unique; an image in use by another disk is refused; bad specs say why. */
         expect_error(s, spec, "exists already");
         snprintf(spec, sizeof(spec), "add-disk %s/a.img,name=again", dir);
-        expect_error(s, spec, "cannot create the disk");
+        expect_error(s, spec, "cannot create the disk: it is in use by another process");
+        /* With image directories, a disk added at run time is created inside them only. */
+        ASSERT_OK(image_set_create_directories((const char *const[]) { dir }, 1));
+        expect_error(s, "add-disk /outside-the-image-dir.img,size=1M,name=out",
+                     "cannot create the disk: new images may only be created inside the image directories");
+        ASSERT_OK(image_set_create_directories(NULL, 0));
         expect_error(s, "add-disk size=1M", "a disk starts with its image path");
         expect_error(s, "add-disk", "usage");
         expect_error(s, "show nope", "no device 'nope'");
