@@ -96,6 +96,17 @@ static inline void closep(int *fd) {
                 _found_;                                                                           \
         })
 
+/* Whether the string equals one of the strings: STR_IN_SET(status, "Charging", "Full"). */
+#define STR_IN_SET(s, ...)                                                                         \
+        ({                                                                                         \
+                const char *_s_ = (s);                                                             \
+                const char *const _strs_[] = { __VA_ARGS__ };                                      \
+                bool _found_ = false;                                                              \
+                for (size_t _i_ = 0; _i_ < sizeof(_strs_) / sizeof(_strs_[0]) && !_found_; _i_++)  \
+                        _found_ = strcmp(_strs_[_i_], _s_) == 0;                                   \
+                _found_;                                                                           \
+        })
+
 #define _cleanup_free_ _cleanup_(freep)
 #define _cleanup_close_ _cleanup_(closep)
 

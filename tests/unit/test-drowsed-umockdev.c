@@ -421,6 +421,34 @@ static void test_power_profiles(void) {
         ASSERT_EQ(manager_power(m), POWER_AC);
         manager_free(m);
         teardown();
+
+        /* No AC adapter exposed: the battery's own status says whether external power is there. */
+        setup("");
+        char *bat = add("power_supply", "BAT1", NULL, NULL, NULL, "type", "Battery", "status", "Charging", NULL);
+        ManagerOptions o2 = { .config_path = conf_path, .monitor = MONITOR_UDEV };
+        ASSERT_OK(manager_new(&o2, &m));
+        ASSERT_OK(manager_load_config(m));
+        ASSERT_OK(manager_start(m));
+        ASSERT_OK(manager_coldplug(m));
+        ASSERT_EQ(manager_power(m), POWER_AC);
+        umockdev_testbed_set_attribute(tb, bat, "status", "Discharging");
+        umockdev_testbed_uevent(tb, bat, "change");
+        ASSERT_OK(sd_event_default(&e));
+        for (int i = 0; i < 50 && manager_power(m) != POWER_BATTERY; i++)
+                ASSERT_OK(sd_event_run(e, 100 * 1000));
+        ASSERT_EQ(manager_power(m), POWER_BATTERY);
+        sd_event_unref(e);
+        manager_free(m);
+        teardown();
+
+        /* An exposed adapter that is offline wins over a battery resting at a charge threshold. */
+        setup("");
+        add("power_supply", "ADP1", NULL, NULL, NULL, "type", "Mains", "online", "0", NULL);
+        add("power_supply", "BAT1", NULL, NULL, NULL, "type", "Battery", "status", "Not charging", NULL);
+        m = run_once();
+        ASSERT_EQ(manager_power(m), POWER_BATTERY);
+        manager_free(m);
+        teardown();
 }
 
 /* Hotplug: the monitor sees add/bind uevents and applies without any timer. */
