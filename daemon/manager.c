@@ -106,7 +106,7 @@ Manager *manager_free(Manager *m) {
                 device_free(m->devices[i]);
         free(m->devices);
         for (size_t i = 0; i < m->n_records; i++)
-                free(m->records[i]);
+                record_free(m->records[i]);
         free(m->records);
         free(m->state_dir);
         sd_event_source_disable_unref(m->sample_source);
@@ -278,16 +278,16 @@ static DeviceRecord *add_record(Manager *m, DeviceRecord *r) {
                 }
                 if (victim == SIZE_MAX) {
                         log_debug("Record table full, not keeping statistics for %s", r->key);
-                        free(r);
+                        record_free(r);
                         return NULL;
                 }
-                free(m->records[victim]);
+                record_free(m->records[victim]);
                 m->records[victim] = r;
                 return r;
         }
         DeviceRecord **n = reallocarray(m->records, m->n_records + 1, sizeof(DeviceRecord *));
         if (!n) {
-                free(r);
+                record_free(r);
                 return NULL;
         }
         m->records = n;
@@ -334,6 +334,7 @@ static void load_records(Manager *m) {
                         log_oom();
                         return;
                 }
+                record_init(r, "");
                 k = record_load(path, r, error, sizeof(error));
                 if (k >= 0) {
                         record_file_name(r->key, expected, sizeof(expected));
@@ -348,7 +349,7 @@ static void load_records(Manager *m) {
                 }
                 if (k < 0) {
                         log_warning("Ignoring state file %s: %s", path, error);
-                        free(r);
+                        record_free(r);
                         continue;
                 }
                 r->attached = false;

@@ -23,6 +23,18 @@ void record_init(DeviceRecord *r, const char *key) {
         snprintf(r->key, sizeof(r->key), "%s", key);
 }
 
+void record_done(DeviceRecord *r) {
+        stats_done(&r->stats);
+}
+
+DeviceRecord *record_free(DeviceRecord *r) {
+        if (r) {
+                record_done(r);
+                free(r);
+        }
+        return NULL;
+}
+
 void record_file_name(const char *key, char *ret, size_t size) {
         char buf[RECORD_KEY_MAX * 3 + 1];
         size_t n = 0;
@@ -263,7 +275,7 @@ static int parse_line(DeviceRecord *r, char *line) {
 }
 
 int record_parse(const char *text, size_t size, DeviceRecord *ret, char *error, size_t error_size) {
-        _cleanup_free_ DeviceRecord *r = NULL;
+        _cleanup_(record_freep) DeviceRecord *r = NULL;
         _cleanup_free_ char *copy = NULL;
         char *line, *next;
         unsigned lineno = 0;
@@ -312,6 +324,7 @@ int record_parse(const char *text, size_t size, DeviceRecord *ret, char *error, 
         if (!r->key[0])
                 return bad(error, error_size, "no key");
         *ret = *r;
+        r->stats = (Stats) {}; /* the history is RET's now */
         return 0;
 }
 

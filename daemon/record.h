@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "macro.h"
 #include "stats.h"
 
 #define RECORD_KEY_MAX 320
@@ -36,7 +37,12 @@ typedef struct DeviceRecord {
 
 /* The identity: "vvvv:pppp:SERIAL", or "vvvv:pppp@DEVPATH" without a serial. */
 void record_key(const char *id, const char *serial, const char *devpath, char *ret, size_t size);
+/* Fresh memory only: a record that has a history must be record_done()'d first. */
 void record_init(DeviceRecord *r, const char *key);
+/* Frees what the record owns (its history); the record itself stays. */
+void record_done(DeviceRecord *r);
+DeviceRecord *record_free(DeviceRecord *r);
+DEFINE_TRIVIAL_CLEANUP_FUNC(DeviceRecord *, record_free);
 
 /* The file name of KEY inside the state directory: the key with every byte outside [A-Za-z0-9.-]
  * written as _XX, shortened with a hash when too long. */
@@ -44,7 +50,8 @@ void record_file_name(const char *key, char *ret, size_t size);
 
 /* Writes DIR/<file name> atomically. Returns 0 or a negative errno (not logged). */
 int record_save(const DeviceRecord *r, const char *dir);
-/* Parses one state file. Any deviation (bad header, unknown key, malformed number, missing end
+/* Parses one state file into RET (fresh memory, or record_done()'d; on success it owns a history,
+ * on failure it is untouched). Any deviation (bad header, unknown key, malformed number, missing end
  * marker: a truncated file) gives -EBADMSG and a description in error. */
 int record_load(const char *path, DeviceRecord *ret, char *error, size_t error_size);
 int record_parse(const char *text, size_t size, DeviceRecord *ret, char *error, size_t error_size);

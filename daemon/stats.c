@@ -54,14 +54,38 @@ uint64_t stats_account(Stats *s, const Sample *prev, const Sample *cur, int dela
         return n;
 }
 
+void stats_done(Stats *s) {
+        s->history = mfree(s->history);
+        s->history_first = s->history_len = s->history_cap = 0;
+}
+
+/* Doubles the ring (8 entries at first), oldest entry first in the new one. */
+static void history_grow(Stats *s) {
+        size_t cap = s->history_cap ? MIN(s->history_cap * 2, (size_t) STATS_HISTORY_MAX) : 8;
+        HistoryEntry *n = reallocarray(NULL, cap, sizeof(HistoryEntry));
+
+        if (!n)
+                return;
+        for (size_t i = 0; i < s->history_len; i++)
+                n[i] = s->history[(s->history_first + i) % s->history_cap];
+        free(s->history);
+        s->history = n;
+        s->history_cap = cap;
+        s->history_first = 0;
+}
+
 void stats_history_add(Stats *s, uint64_t t_ms, HistoryKind kind, const char *what, const char *reason) {
         HistoryEntry *e;
 
-        if (s->history_len < STATS_HISTORY_MAX)
-                e = &s->history[(s->history_first + s->history_len++) % STATS_HISTORY_MAX];
+        if (s->history_len == s->history_cap && s->history_cap < STATS_HISTORY_MAX)
+                history_grow(s);
+        if (s->history_cap == 0)
+                return;
+        if (s->history_len < s->history_cap)
+                e = &s->history[(s->history_first + s->history_len++) % s->history_cap];
         else {
                 e = &s->history[s->history_first];
-                s->history_first = (s->history_first + 1) % STATS_HISTORY_MAX;
+                s->history_first = (s->history_first + 1) % s->history_cap;
         }
         *e = (HistoryEntry) { .t_ms = t_ms, .kind = kind };
         snprintf(e->what, sizeof(e->what), "%s", what);
@@ -75,7 +99,7 @@ void stats_history_add(Stats *s, uint64_t t_ms, HistoryKind kind, const char *wh
 const HistoryEntry *stats_history_get(const Stats *s, size_t i) {
         if (i >= s->history_len)
                 return NULL;
-        return &s->history[(s->history_first + i) % STATS_HISTORY_MAX];
+        return &s->history[(s->history_first + i) % s->history_cap];
 }
 
 const HistoryEntry *stats_history_last(const Stats *s, HistoryKind kind) {

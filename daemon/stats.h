@@ -44,8 +44,11 @@ typedef struct Stats {
         uint64_t resumes;   /* estimated, see stats_account() */
         uint64_t wakeups;   /* wakeup events the kernel counted for the device */
         uint64_t decisions; /* backoffs, quarantines, releases, drift responses */
-        HistoryEntry history[STATS_HISTORY_MAX]; /* a ring: the oldest entries make room */
-        size_t history_first, history_len;
+        /* A ring, allocated at the first entry and grown to STATS_HISTORY_MAX (then the oldest entries
+         * make room): most devices drowsed tracks never autosuspend and never get one, and a full
+         * history is ~50 KiB. */
+        HistoryEntry *history;
+        size_t history_first, history_len, history_cap;
 } Stats;
 
 /* Adds the interval between PREV and CUR to S. DELAY_MS is the autosuspend delay in force (<= 0:
@@ -66,6 +69,11 @@ typedef struct Stats {
  * whose active stretch was shorter than the delay (a failed or forced suspend). */
 uint64_t stats_account(Stats *s, const Sample *prev, const Sample *cur, int delay_ms);
 
+/* Frees the history; S is empty (and reusable) afterwards. */
+void stats_done(Stats *s);
+
+/* Best effort: without memory for a larger ring, the oldest entry makes room (or, with no ring at all,
+ * the entry is dropped). */
 void stats_history_add(Stats *s, uint64_t t_ms, HistoryKind kind, const char *what, const char *reason);
 /* The I-th entry, oldest first; NULL past the end. */
 const HistoryEntry *stats_history_get(const Stats *s, size_t i);

@@ -703,6 +703,8 @@ static void test_storm_quarantine_persist_release(void) {
         ASSERT_STREQ(name, "0525_3aa4a5_3aSER-1.state");
         snprintf(path, sizeof(path), "%s/%s", state_dir, name);
         DeviceRecord *rec = malloc(sizeof(DeviceRecord));
+        ASSERT_TRUE(rec);
+        record_init(rec, "");
         char error[256];
         ASSERT_OK(record_load(path, rec, error, sizeof(error)));
         ASSERT_TRUE(rec->quarantined);
@@ -745,6 +747,7 @@ static void test_storm_quarantine_persist_release(void) {
         assert_attr(d.usb, "power/autosuspend_delay_ms", "1000");
         assert_attr(d.sdev, "power/control", "auto");
         snprintf(path, sizeof(path), "%s/%s", state_dir, name);
+        record_done(rec);
         ASSERT_OK(record_load(path, rec, error, sizeof(error)));
         ASSERT_FALSE(rec->quarantined);
         ASSERT_EQ(rec->backoff, 1);
@@ -772,7 +775,7 @@ static void test_storm_quarantine_persist_release(void) {
         free(log);
         assert_state(m, "1-1", DEVICE_AUTOSUSPEND, NULL);
         assert_attr(d.usb, "power/control", "auto");
-        free(rec);
+        record_free(rec);
         manager_free(m);
         teardown();
 }
