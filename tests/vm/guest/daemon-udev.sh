@@ -113,3 +113,58 @@ dev=$(busctl call org.drowse1 /org/drowse1 org.drowse.Manager1 GetDevice s "$dis
 why=$(busctl call org.drowse1 /org/drowse1 org.drowse.Manager1 Why s "$usb_a")
 [[ $why == *'\"blockers\":[]'* ]] || vm_fail "Why over D-Bus: $why"
 vm_log "drowsed behind udevd passed"
+
+# AC/battery on a real kernel power_supply: sbs-battery (a Smart Battery driver) on i2c-stub, whose
+# registers the test writes. There is no adapter supply in the guest, so the battery's status decides:
+# "Not charging" (the registers' zeroes) is external power, "Discharging" is the battery profile.
+# Battery status changes reach drowsed as change uevents, as an ACPI battery's notify would send.
+printf '[defaults]\nautosuspend = no\ndelay-ms = 1000\ndisk-delay-ms = 1000\n[profile battery]\ndelay-ms = 300\ndisk-delay-ms = 250\n' \
+        >/tmp/etc/drowse.conf
+ctl reload >&2 || vm_fail "reload with a battery profile failed"
+power_is() { ctl status --json | grep -q "\"power\":\"$1\""; }
+delays_are() {
+        [[ $(<"/sys/bus/usb/devices/$usb_a/power/autosuspend_delay_ms") == "$1" &&
+                $(<"/sys/block/$disk_a/device/power/autosuspend_delay_ms") == "$2" ]]
+}
+power_is ac || vm_fail "not on AC before any battery: $(ctl status --json)"
+vm_modprobe i2c-stub chip_addr=0x0b
+vm_modprobe i2c-dev
+vm_modprobe sbs-battery
+i2c_bus=
+for a in /sys/bus/i2c/devices/i2c-*; do
+        [[ $(<"$a/name") == *"SMBus stub"* ]] && i2c_bus=${a##*-}
+done
+[[ -n $i2c_bus ]] || vm_fail "no i2c-stub adapter"
+echo sbs-battery 0x0b >"/sys/bus/i2c/devices/i2c-$i2c_bus/new_device"
+battery=/sys/class/power_supply/sbs-$i2c_bus-000b
+vm_wait_for 20 test -e "$battery/status"
+vm_log "battery $(<"$battery/type") ${battery##*/}: $(<"$battery/status")"
+power_is ac || vm_fail "a battery that is not charging, no adapter: not AC: $(ctl status --json)"
+
+# Unplugged: BatteryStatus DISCHARGING (0x40), Current -500 mA. (-f: sbs-battery owns the address; the
+# stub's registers are what both of us read and write.)
+i2cset -f -y "$i2c_bus" 0x0b 0x0a 0xfe0c w
+i2cset -f -y "$i2c_bus" 0x0b 0x16 0x0040 w
+[[ $(<"$battery/status") == Discharging ]] || vm_fail "battery status: $(<"$battery/status")"
+echo change >"$battery/uevent"
+vm_wait_for 20 power_is battery
+vm_wait_for 20 delays_are 300 250
+vm_log "on battery: delays $(<"/sys/bus/usb/devices/$usb_a/power/autosuspend_delay_ms")/$(<"/sys/block/$disk_a/device/power/autosuspend_delay_ms") ms"
+grep -q "Power source: battery (no supply online, running on ${battery##*/})" "$DROWSE_OUT/drowsed.log" ||
+        vm_fail "no battery switch in drowsed's log"
+
+# Charging again, then the battery removed: AC both times, the defaults back.
+i2cset -f -y "$i2c_bus" 0x0b 0x0a 0x01f4 w
+i2cset -f -y "$i2c_bus" 0x0b 0x16 0x0000 w
+echo change >"$battery/uevent"
+vm_wait_for 20 power_is ac
+vm_wait_for 20 delays_are 1000 1000
+i2cset -f -y "$i2c_bus" 0x0b 0x0a 0xfe0c w
+i2cset -f -y "$i2c_bus" 0x0b 0x16 0x0040 w
+echo change >"$battery/uevent"
+vm_wait_for 20 power_is battery
+echo 0x0b >"/sys/bus/i2c/devices/i2c-$i2c_bus/delete_device"
+vm_wait_for 20 power_is ac
+vm_wait_for 20 delays_are 1000 1000
+vm_wait_for 20 chain_suspended "$disk_a"
+vm_log "AC/battery profiles follow a real power_supply: add, change, remove"
