@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <ctype.h>
 #include <ini.h>
 #include <stdio.h>
 
@@ -22,6 +23,14 @@ static void disk_config_done(DiskConfig *d) {
         *d = (DiskConfig) {};
 }
 
+static void passthrough_config_done(PassthroughConfig *p) {
+        free(p->name);
+        free(p->serial);
+        free(p->path);
+        free(p->hub);
+        *p = (PassthroughConfig) {};
+}
+
 void emu_config_done(EmuConfig *c) {
         for (size_t i = 0; i < c->n_disks; i++)
                 disk_config_done(&c->disks[i]);
@@ -31,6 +40,8 @@ void emu_config_done(EmuConfig *c) {
                 free(c->keyboards[i].name);
                 free(c->keyboards[i].hub);
         }
+        for (size_t i = 0; i < c->n_passthroughs; i++)
+                passthrough_config_done(&c->passthroughs[i]);
         for (size_t i = 0; i < c->n_image_dirs; i++)
                 free(c->image_dirs[i]);
         free(c->listen);
@@ -198,6 +209,9 @@ static bool name_taken(const EmuConfig *c, const char *name) {
                         return true;
         for (size_t i = 0; i < c->n_keyboards; i++)
                 if (streq(c->keyboards[i].name, name))
+                        return true;
+        for (size_t i = 0; i < c->n_passthroughs; i++)
+                if (c->passthroughs[i].name && streq(c->passthroughs[i].name, name))
                         return true;
         return false;
 }
@@ -423,6 +437,169 @@ static int keyboard_set(KeyboardConfig *k, const char *key, const char *value, c
         return -EINVAL;
 }
 
+/* "BUS-PORT[.PORT...]": what the kernel names a USB device in /sys/bus/usb/devices (and `usbip list
+ * -l` shows); at most 7 tiers of ports (USB 2.0 allows 5 hubs between the root and a device). */
+static bool valid_usb_path(const char *s) {
+        unsigned tiers = 0;
+        const char *p = s;
+
+        if (!isdigit((unsigned char) *p))
+                return false;
+        while (isdigit((unsigned char) *p))
+                p++;
+        if (*p != '-' || p - s > 3)
+                return false;
+        do {
+                const char *start = ++p;
+                if (!isdigit((unsigned char) *p))
+                        return false;
+                while (isdigit((unsigned char) *p))
+                        p++;
+                if (p - start > 3 || ++tiers > 7)
+                        return false;
+        } while (*p == '.');
+        return *p == 0;
+}
+
+static int parse_hex16(const char *s, size_t len, uint16_t *ret) {
+        unsigned v = 0;
+
+        if (len == 0 || len > 4)
+                return -EINVAL;
+        for (size_t i = 0; i < len; i++) {
+                if (!isxdigit((unsigned char) s[i]))
+                        return -EINVAL;
+                v = v << 4 | (unsigned) (isdigit((unsigned char) s[i]) ? s[i] - '0' : (tolower(s[i]) - 'a' + 10));
+        }
+        *ret = (uint16_t) v;
+        return 0;
+}
+
+/* Which device: "VID:PID[:SERIAL]" or "BUS-PORT[.PORT...]". */
+static int passthrough_set_device(PassthroughConfig *p, const char *value, const char **ret_error) {
+        const char *colon, *serial;
+
+        if (!value || !*value) {
+                *ret_error = "passthrough needs a device: VID:PID[:SERIAL] or BUS-PORT[.PORT...]";
+                return -EINVAL;
+        }
+        if (strchr(value, '-') && !strchr(value, ':')) {
+                if (!valid_usb_path(value)) {
+                        *ret_error = "a device path is BUS-PORT[.PORT...], e.g. 1-2 or 3-1.4";
+                        return -EINVAL;
+                }
+                p->vendor_id = p->product_id = 0;
+                free(p->serial);
+                p->serial = NULL;
+                return set_string(&p->path, value, 32, ret_error, "device path too long");
+        }
+
+        colon = strchr(value, ':');
+        serial = colon ? strchr(colon + 1, ':') : NULL;
+        if (!colon || parse_hex16(value, (size_t) (colon - value), &p->vendor_id) < 0 ||
+            parse_hex16(colon + 1, serial ? (size_t) (serial - colon - 1) : strlen(colon + 1), &p->product_id) < 0) {
+                *ret_error = "a device is VID:PID[:SERIAL] with hexadecimal ids (e.g. 0525:a4a5) or BUS-PORT[.PORT...]";
+                return -EINVAL;
+        }
+        free(p->path);
+        p->path = NULL;
+        free(p->serial);
+        p->serial = NULL;
+        if (serial) {
+                if (!serial[1]) {
+                        *ret_error = "empty serial after VID:PID:";
+                        return -EINVAL;
+                }
+                /* A string descriptor holds 126 UTF-16 code units at most. */
+                return set_string(&p->serial, serial + 1, 126, ret_error, "serial is at most 126 characters");
+        }
+        return 0;
+}
+
+static int passthrough_set(PassthroughConfig *p, const char *key, const char *value, const char **ret_error) {
+        if (streq(key, "device"))
+                return passthrough_set_device(p, value, ret_error);
+        if (streq(key, "name")) {
+                if (!value || !valid_name(value)) {
+                        *ret_error = "a name is 1-32 letters, digits, '-' or '_'";
+                        return -EINVAL;
+                }
+                return set_string(&p->name, value, 32, ret_error, "name too long");
+        }
+        if (streq(key, "hub")) {
+                if (!value || !*value) {
+                        *ret_error = "hub needs a name";
+                        return -EINVAL;
+                }
+                return set_string(&p->hub, value, 64, ret_error, "hub name is at most 64 characters");
+        }
+        if (streq(key, "port"))
+                return parse_port(value, &p->port, ret_error);
+        *ret_error = "unknown passthrough option (device, name, hub, port)";
+        return -EINVAL;
+}
+
+static PassthroughConfig *new_passthrough(EmuConfig *c, const char **ret_error) {
+        if (c->n_passthroughs >= EMU_CONFIG_MAX_PASSTHROUGHS) {
+                *ret_error = "too many passthrough devices (16 at most)";
+                return NULL;
+        }
+        c->passthroughs[c->n_passthroughs] = (PassthroughConfig) {};
+        return &c->passthroughs[c->n_passthroughs];
+}
+
+static int passthrough_finish(EmuConfig *c, PassthroughConfig *p, const char **ret_error) {
+        char buf[32];
+
+        if (!p->path && p->vendor_id == 0 && p->product_id == 0) {
+                *ret_error = "passthrough has no device (device=VID:PID[:SERIAL] or device=BUS-PORT[.PORT...])";
+                return -EINVAL;
+        }
+        if (!p->name) {
+                snprintf(buf, sizeof(buf), "pt%zu", c->n_passthroughs);
+                p->name = strdup(buf);
+                if (!p->name)
+                        return -ENOMEM;
+        }
+        if (name_taken(c, p->name)) {
+                *ret_error = "two devices have the same name";
+                return -EINVAL;
+        }
+        c->n_passthroughs++;
+        return 0;
+}
+
+int emu_config_add_passthrough_spec(EmuConfig *c, const char *spec, const char **ret_error) {
+        _cleanup_free_ char *copy = NULL;
+        PassthroughConfig *p;
+        char *save = NULL, *tok;
+        int r;
+
+        p = new_passthrough(c, ret_error);
+        if (!p)
+                return -EINVAL;
+        copy = strdup(spec);
+        if (!copy)
+                return -ENOMEM;
+        tok = strtok_r(copy, ",", &save);
+        if (!tok || strchr(tok, '=')) {
+                *ret_error = "a passthrough starts with its device: VID:PID[:SERIAL] or BUS-PORT[.PORT...]";
+                return -EINVAL;
+        }
+        r = passthrough_set_device(p, tok, ret_error);
+        while (r >= 0 && (tok = strtok_r(NULL, ",", &save))) {
+                char *eq = strchr(tok, '=');
+                if (eq)
+                        *eq = 0;
+                r = passthrough_set(p, tok, eq ? eq + 1 : NULL, ret_error);
+        }
+        if (r >= 0)
+                r = passthrough_finish(c, p, ret_error);
+        if (r < 0)
+                passthrough_config_done(p);
+        return r;
+}
+
 typedef void *(*GetFunc)(EmuConfig *c, const char *name, const char **ret_error);
 typedef int (*SetFunc)(void *obj, const char *key, const char *value, const char **ret_error);
 
@@ -481,6 +658,13 @@ int emu_config_check(const EmuConfig *c, const char **ret_error) {
                                                          : "port= needs hub=";
                         return -EINVAL;
                 }
+        for (size_t i = 0; i < c->n_passthroughs; i++)
+                if ((c->passthroughs[i].hub && !hub_known(c, c->passthroughs[i].hub)) ||
+                    (!c->passthroughs[i].hub && c->passthroughs[i].port)) {
+                        *ret_error = c->passthroughs[i].hub ? "a passthrough device names a hub that does not exist"
+                                                            : "port= needs hub=";
+                        return -EINVAL;
+                }
         return 0;
 }
 
@@ -522,6 +706,7 @@ fail:
 typedef struct ParseState {
         EmuConfig *config;
         DiskConfig *disk;        /* the [disk ...] section being read */
+        PassthroughConfig *passthrough; /* the [passthrough NAME] section being read */
         const char *error;
         int r;
         IniReader reader;        /* counts lines: reader.line is the handler's current line */
@@ -530,9 +715,18 @@ typedef struct ParseState {
 
 
 static int finish_section(ParseState *p) {
+        int r;
+
+        if (p->passthrough) {
+                r = passthrough_finish(p->config, p->passthrough, &p->error);
+                if (r < 0)
+                        passthrough_config_done(p->passthrough);
+                p->passthrough = NULL;
+                return r;
+        }
         if (!p->disk)
                 return 0;
-        int r = disk_finish(p->config, p->disk, &p->error);
+        r = disk_finish(p->config, p->disk, &p->error);
         if (r < 0)
                 disk_config_done(p->disk);
         p->disk = NULL;
@@ -567,6 +761,27 @@ static int on_ini(void *userdata, const char *section, const char *key, const ch
                         }
                 }
                 r = disk_set(p->disk, key, value, &p->error);
+                if (r < 0)
+                        goto fail;
+                return 1;
+        }
+
+        if (strneq(section, "passthrough ", 12)) {
+                const char *name = section + 12;
+                if (!p->passthrough || !streq(p->passthrough->name, name)) {
+                        r = finish_section(p);
+                        if (r < 0)
+                                goto fail;
+                        p->passthrough = new_passthrough(p->config, &p->error);
+                        if (!p->passthrough) {
+                                r = -EINVAL;
+                                goto fail;
+                        }
+                        r = passthrough_set(p->passthrough, "name", name, &p->error);
+                        if (r < 0)
+                                goto fail;
+                }
+                r = passthrough_set(p->passthrough, key, value, &p->error);
                 if (r < 0)
                         goto fail;
                 return 1;
@@ -647,7 +862,8 @@ static int on_ini(void *userdata, const char *section, const char *key, const ch
                 r = -EINVAL;
                 goto fail;
         }
-        p->error = "unknown section (expected [emulator], [disk NAME], [hub NAME] or [keyboard NAME])";
+        p->error = "unknown section (expected [emulator], [disk NAME], [hub NAME], [keyboard NAME] or "
+                   "[passthrough NAME])";
         r = -EINVAL;
 fail:
         p->r = r;
@@ -663,6 +879,8 @@ static int finish_parse(ParseState *p, int ini_result, unsigned *ret_line, const
         }
         if (p->disk)
                 disk_config_done(p->disk);
+        if (p->passthrough)
+                passthrough_config_done(p->passthrough);
         if (ini_result == -1) {
                 *ret_line = 0;
                 *ret_error = "cannot open file";

@@ -44,6 +44,19 @@ typedef struct KeyboardConfig {
         unsigned port;
 } KeyboardConfig;
 
+#define EMU_CONFIG_MAX_PASSTHROUGHS 16
+
+/* A real USB device on this machine, exported as it is (passthrough.h). Chosen by ids (and serial) or
+ * by where it is plugged in. */
+typedef struct PassthroughConfig {
+        char *name;        /* "pt0" or the section name */
+        uint16_t vendor_id, product_id;  /* both 0 when chosen by path */
+        char *serial;      /* with the ids: only the device with this iSerialNumber string */
+        char *path;        /* "BUS-PORT[.PORT...]" as in /sys/bus/usb/devices, or NULL */
+        char *hub;
+        unsigned port;
+} PassthroughConfig;
+
 #define EMU_CONFIG_MAX_ALLOW 64
 #define EMU_CONFIG_MAX_IMAGE_DIRS 16
 
@@ -58,6 +71,8 @@ typedef struct EmuConfig {
         size_t n_hubs;
         KeyboardConfig keyboards[EMU_CONFIG_MAX_KEYBOARDS];
         size_t n_keyboards;
+        PassthroughConfig passthroughs[EMU_CONFIG_MAX_PASSTHROUGHS];
+        size_t n_passthroughs;
         InAddrPrefix allow[EMU_CONFIG_MAX_ALLOW]; /* TCP clients' networks; none: any */
         size_t n_allow;
         char *image_dirs[EMU_CONFIG_MAX_IMAGE_DIRS]; /* where images may be created; none: anywhere */
@@ -75,6 +90,9 @@ int emu_config_add_disk_spec(EmuConfig *c, const char *spec, const char **ret_er
 /* "NAME[,ports=N][,wakeup][,controller=C]" and "NAME[,hub=HUB][,port=P]". */
 int emu_config_add_hub_spec(EmuConfig *c, const char *spec, const char **ret_error);
 int emu_config_add_keyboard_spec(EmuConfig *c, const char *spec, const char **ret_error);
+
+/* "VID:PID[:SERIAL]|BUS-PORT[.PORT...][,name=N][,hub=HUB][,port=P]" (VID and PID in hex). */
+int emu_config_add_passthrough_spec(EmuConfig *c, const char *spec, const char **ret_error);
 
 /* --allow CIDR / allow= (a whitespace-separated list), --image-dir DIR / image-dir=,
  * --max-connections N / max-connections=. On error *ret_error names what was wrong and the return is -EINVAL (or -ENOMEM). */

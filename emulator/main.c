@@ -17,6 +17,7 @@
 #include "vhci-attach.h"
 #include "injector.h"
 #include "log.h"
+#include "passthrough.h"
 #include "server.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:3240"
@@ -32,7 +33,10 @@ static void help(void) {
                "                              default 4), wakeup, controller=N\n"
                "     --keyboard NAME[,hub=H][,port=P]\n"
                "                              A HID boot keyboard (remote wakeup needs a hub)\n"
-               "                              Disks take hub=H and port=P too.\n"
+               "     --passthrough VID:PID[:SERIAL]|BUS-PORT[.PORT...][,name=N][,hub=H][,port=P]\n"
+               "                              Export a real USB device of this machine (libusb;\n"
+               "                              its kernel drivers are detached while exported)\n"
+               "                              Disks and passthrough devices take hub=H, port=P too.\n"
                "  -c --config FILE            Read the topology from an INI file (drowse-emu(8))\n"
                "  -l --listen ADDR[:PORT]     Listen for USB/IP clients (default " DEFAULT_LISTEN ")\n"
                "     --no-listen              Do not listen on TCP\n"
@@ -63,6 +67,7 @@ enum {
         ARG_MAX_CONNECTIONS,
         ARG_IMAGE_DIR,
         ARG_SCENARIO,
+        ARG_PASSTHROUGH,
 };
 
 static const char *arg_scenario = NULL;
@@ -74,6 +79,7 @@ static int parse_argv(int argc, char *argv[], EmuConfig *config) {
                 { "config",          required_argument, NULL, 'c'                 },
                 { "hub",             required_argument, NULL, ARG_HUB             },
                 { "keyboard",        required_argument, NULL, ARG_KEYBOARD        },
+                { "passthrough",     required_argument, NULL, ARG_PASSTHROUGH     },
                 { "listen",          required_argument, NULL, 'l'                 },
                 { "no-listen",       no_argument,       NULL, ARG_NO_LISTEN       },
                 { "attach",          no_argument,       NULL, 'a'                 },
@@ -108,6 +114,12 @@ static int parse_argv(int argc, char *argv[], EmuConfig *config) {
                         r = emu_config_add_keyboard_spec(config, optarg, &error);
                         if (r < 0)
                                 return log_error_errno(r, "--keyboard %s: %s", optarg, error);
+                        break;
+                case ARG_PASSTHROUGH:
+                        r = emu_config_add_passthrough_spec(config, optarg, &error);
+                        if (r < 0)
+                                return log_error_errno(r, "--passthrough %s: %s", optarg,
+                                                       r == -ENOMEM ? "out of memory" : error);
                         break;
                 case 'c':
                         r = emu_config_load_file(config, optarg, &line, &error);
@@ -193,9 +205,10 @@ static int parse_argv(int argc, char *argv[], EmuConfig *config) {
         if (config->n_hubs > 0 && !config->attach)
                 return log_error_errno(EINVAL, "Hubs need --attach: vhci routes a hub's children by root port "
                                        "number, which only a local attach chooses (see drowse-emu(8), HUBS)");
-        if (config->n_disks == 0 && config->n_keyboards == 0 && !config->control)
-                return log_error_errno(EINVAL, "Nothing to emulate: give at least one --disk, a --config with a "
-                                       "[disk NAME] section, or a --control socket to add devices later");
+        if (config->n_disks == 0 && config->n_keyboards == 0 && config->n_passthroughs == 0 && !config->control)
+                return log_error_errno(EINVAL, "Nothing to emulate: give at least one --disk or --passthrough, a "
+                                       "--config with a [disk NAME] section, or a --control socket to add devices "
+                                       "later");
         if (config->listen && !config->listen[0] && !config->attach && !config->control)
                 return log_error_errno(EINVAL, "--no-listen without --attach leaves the devices unreachable");
         return 1;
@@ -278,6 +291,23 @@ static int place(Server *server, UsbDevice *d, const char *hub, unsigned port) {
         }
         log_info("%s: exported as %s", d->name, e->busid);
         return 0;
+}
+
+/* The real device behind a passthrough left: so does the exported one. Behind our hub its port sees the
+ * disconnect; on a root port the connection closes, which vhci reports as an unplug. */
+static void on_passthrough_gone(UsbDevice *d, void *userdata) {
+        Server *server = userdata;
+        Export *e = server_lookup(server, d->name);
+
+        if (!e)
+                return;
+        if (e->hub_export) {
+                if (tree_unplug(e) >= 0)
+                        log_info("%s: unplugged from its hub port", d->name);
+                return;
+        }
+        log_info("%s: removing the export", d->name);
+        (void) server_remove_export(server, e); /* frees d */
 }
 
 static int run(int argc, char *argv[]) {
@@ -371,6 +401,18 @@ static int run(int argc, char *argv[]) {
                 if (r < 0)
                         return log_error_errno(r, "Cannot create keyboard %s: %m", config.keyboards[i].name);
                 r = place(server, d, config.keyboards[i].hub, config.keyboards[i].port);
+                if (r < 0)
+                        return r;
+        }
+
+        for (size_t i = 0; i < config.n_passthroughs; i++) {
+                UsbDevice *d;
+
+                r = passthrough_new(event, &config.passthroughs[i], &d);
+                if (r < 0)
+                        return r; /* passthrough_new says why the device could not be used */
+                passthrough_set_gone_handler(passthrough_from_device(d), on_passthrough_gone, server);
+                r = place(server, d, config.passthroughs[i].hub, config.passthroughs[i].port);
                 if (r < 0)
                         return r;
         }

@@ -136,20 +136,24 @@ void usb_device_bus_reset(UsbDevice *d) {
                 d->ops->bus_reset(d->function);
 }
 
+/* The kernel reads the device descriptor at address 0 (64 or 8 bytes) only right after a port reset.
+ * Over vhci a root-port reset never reaches us, so this read is how we learn of it (kernel-deep-dive
+ * §2.1, §5.5). */
+static void note_device_descriptor_read(UsbDevice *d, const UsbSetup *s) {
+        if (d->state == USB_DEVICE_STATE_CONFIGURED && (s->wLength == 64 || s->wLength == 8)) {
+                log_info("%s: device descriptor read at address 0: the host reset the device", d->name);
+                d->stats.bus_resets_inferred++;
+                usb_device_bus_reset(d);
+        } else if (d->state == USB_DEVICE_STATE_DEFAULT && s->wLength != 64 && s->wLength != 8)
+                d->state = USB_DEVICE_STATE_ADDRESSED;
+}
+
 static int get_descriptor(UsbDevice *d, const UsbSetup *s, uint8_t *buf, size_t size) {
         uint8_t type = s->wValue >> 8, index = s->wValue & 0xff;
 
         switch (type) {
         case USB_DT_DEVICE:
-                /* The kernel reads the device descriptor at address 0 (64 or 8 bytes) only right after a
-                 * port reset. Over vhci a root-port reset never reaches us, so this read is how we
-                 * learn of it (kernel-deep-dive §2.1, §5.5). */
-                if (d->state == USB_DEVICE_STATE_CONFIGURED && (s->wLength == 64 || s->wLength == 8)) {
-                        log_info("%s: device descriptor read at address 0: the host reset the device", d->name);
-                        d->stats.bus_resets_inferred++;
-                        usb_device_bus_reset(d);
-                } else if (d->state == USB_DEVICE_STATE_DEFAULT && s->wLength != 64 && s->wLength != 8)
-                        d->state = USB_DEVICE_STATE_ADDRESSED;
+                note_device_descriptor_read(d, s);
                 return usb_desc_encode_device(&d->desc, d->speed, buf, size);
 
         case USB_DT_CONFIG:
@@ -449,7 +453,8 @@ static void kick_queue(UsbDevice *d, UrbQueue *q) {
 }
 
 void usb_device_kick(UsbDevice *d) {
-        if (d->link != USB_LINK_CONNECTED)
+        /* A forwarding function's pending URBs are in flight elsewhere, not waiting for a retry. */
+        if (d->link != USB_LINK_CONNECTED || (d->ops && d->ops->submit))
                 return;
         for (size_t i = 0; i < ELEMENTSOF(d->pending); i++)
                 if (d->pending[i].head)
@@ -491,6 +496,50 @@ int usb_device_signal_wakeup(UsbDevice *d, bool force) {
         return r;
 }
 
+void usb_device_set_configured(UsbDevice *d, uint8_t value) {
+        d->configuration = value;
+        d->state = value ? USB_DEVICE_STATE_CONFIGURED : USB_DEVICE_STATE_ADDRESSED;
+        clear_halts(d);
+        log_debug("%s: configuration %u", d->name, value);
+}
+
+void usb_device_complete(UsbDevice *d, Urb *u, int32_t status, uint32_t actual_length) {
+        urb_queue_remove(&d->pending[ep_index(u->ep, u->in)], u);
+        d->n_pending--;
+        if (status == -EPIPE)
+                d->stats.stalls++;
+        urb_complete(u, status, actual_length);
+}
+
+/* A forwarding function gets the URB as it is; the device only keeps it findable and bounded, and
+ * keeps the state it infers from the wire (a reset) as it does for its own functions. */
+static int submit_forward(UsbDevice *d, Urb *u, uint64_t now_usec) {
+        UrbQueue *q = &d->pending[ep_index(u->ep, u->in)];
+        int r;
+
+        if (d->n_pending >= USB_DEVICE_MAX_PENDING)
+                return -ENOBUFS;
+        d->last_urb_usec = now_usec;
+        if (u->ep == 0) {
+                UsbSetup s;
+
+                usb_setup_decode(u->setup, &s);
+                d->stats.control_requests++;
+                if (usb_setup_type(&s) == USB_TYPE_STANDARD && usb_setup_recipient(&s) == USB_RECIP_DEVICE &&
+                    s.bRequest == USB_REQ_GET_DESCRIPTOR && (s.wValue >> 8) == USB_DT_DEVICE)
+                        note_device_descriptor_read(d, &s);
+        }
+
+        urb_queue_push(q, u);
+        d->n_pending++;
+        r = d->ops->submit(d->function, u);
+        if (r < 0) {
+                urb_queue_remove(q, u);
+                d->n_pending--;
+        }
+        return r;
+}
+
 int usb_device_submit(UsbDevice *d, Urb *u, uint64_t now_usec) {
         UrbQueue *q;
 
@@ -503,6 +552,9 @@ int usb_device_submit(UsbDevice *d, Urb *u, uint64_t now_usec) {
                 urb_complete(u, -EPROTO, 0);
                 return 0;
         }
+
+        if (d->ops && d->ops->submit)
+                return submit_forward(d, u, now_usec);
 
         if (u->ep == 0) {
                 complete_control(d, u, now_usec);
@@ -552,6 +604,8 @@ Urb *usb_device_unlink(UsbDevice *d, uint32_t seqnum) {
                 urb_queue_remove(&d->pending[i], u);
                 d->n_pending--;
                 d->stats.unlinks_pending++;
+                if (d->ops && d->ops->cancel)
+                        d->ops->cancel(d->function, u);
                 return u;
         }
         d->stats.unlinks_late++;
@@ -561,8 +615,11 @@ Urb *usb_device_unlink(UsbDevice *d, uint32_t seqnum) {
 void usb_device_drop_pending(UsbDevice *d) {
         for (size_t i = 0; i < ELEMENTSOF(d->pending); i++) {
                 Urb *u;
-                while ((u = urb_queue_pop(&d->pending[i])))
+                while ((u = urb_queue_pop(&d->pending[i]))) {
+                        if (d->ops && d->ops->cancel)
+                                d->ops->cancel(d->function, u);
                         urb_free(u);
+                }
         }
         d->n_pending = 0;
 }

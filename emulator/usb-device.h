@@ -42,6 +42,16 @@ typedef struct UsbFunctionOps {
          * control interface. */
         void (*describe)(void *function, FILE *f);
         void (*free)(void *function);
+
+        /* A function that forwards URBs elsewhere (passthrough: a real device) sets these instead of
+         * control/transfer/in_ready. `submit` gets every URB the link lets through, ep0 included: the
+         * device neither answers standard requests nor queues by endpoint for it. The URB stays in
+         * the device's pending set, where CMD_UNLINK finds it, until the function hands it back with
+         * usb_device_complete(), possibly from inside `submit`. Returns 0, or -ENOBUFS to refuse
+         * (the caller keeps the URB). `cancel` says the URB is leaving without completing (unlinked,
+         * connection gone): the function must drop every reference to it, its buffer included. */
+        int (*submit)(void *function, Urb *u);
+        void (*cancel)(void *function, Urb *u);
 } UsbFunctionOps;
 
 #define USB_DEVICE_MAX_STRINGS 8
@@ -129,6 +139,13 @@ int usb_device_submit(UsbDevice *d, Urb *u, uint64_t now_usec);
  * here, i.e. it was already completed. */
 Urb *usb_device_unlink(UsbDevice *d, uint32_t seqnum);
 Urb *usb_device_find_pending(UsbDevice *d, uint32_t seqnum);
+
+/* Completes an URB a forwarding function (UsbFunctionOps.submit) took: out of the pending set, then
+ * urb_complete(). */
+void usb_device_complete(UsbDevice *d, Urb *u, int32_t status, uint32_t actual_length);
+
+/* A forwarding function reports the configuration the device really took (SET_CONFIGURATION). */
+void usb_device_set_configured(UsbDevice *d, uint8_t value);
 
 /* Retries waiting URBs, e.g. after the function got new data from outside. */
 void usb_device_kick(UsbDevice *d);
