@@ -285,7 +285,10 @@ int server_listen(Server *s, const char *address) {
                 return log_error_errno(r, "Cannot listen on %s:%s: %m", host, port);
         }
         freeaddrinfo(ai);
-        if (listen(fd, 64) < 0)
+        /* A deep accept queue: during a connection flood a short one makes the kernel drop SYNs, and a
+         * well-behaved client then waits out SYN retransmits (1 s, 3 s, ...) before we ever see it. The
+         * kernel bounds it (net.core.somaxconn); --max-connections bounds what we hold. */
+        if (listen(fd, SOMAXCONN) < 0)
                 return log_error_errno(errno, "listen() failed: %m");
 
         r = sd_event_add_io(s->event, &s->listen_source, fd, EPOLLIN, on_accept, s);

@@ -495,8 +495,10 @@ def thousand_connections(emu):
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
     rss_before = emu.rss_kib()
     socks = []
+    started = time.monotonic()
     for _ in range(1000):
         socks.append(emu.connect())
+    connect_s = time.monotonic() - started
     time.sleep(1)
     open_, refused = 0, 0
     for s in socks:
@@ -513,10 +515,16 @@ def thousand_connections(emu):
     for s in socks:
         s.close()
     time.sleep(0.5)
-    ok = open_ == 300 and refused == 700 and "already 300 connections (--max-connections)" in log
+    # On a loaded host the 1,000 connects can take longer than the 10 s the emulator gives a silent
+    # connection: the first served ones are then closed by that timeout, with their own log line.
+    # Served is what was held open or closed that way; refused is what the limit turned away.
+    limit_refusals = log.count("already 300 connections (--max-connections)")
+    timed_out = log.count("no complete management request within")
+    ok = open_ + timed_out == 300 and limit_refusals == 700 and refused == 700 + timed_out
     ok = ok and good_client_works(emu, ndev=1)
-    print("  1,000 connections: %d served, %d refused; RSS %d KiB before, %d KiB with all open, %d KiB after" % (
-        open_, refused, rss_before, rss_peak, emu.rss_kib()))
+    print("  1,000 connections in %.1f s: %d held, %d closed by the 10 s request timeout, %d refused at the "
+          "limit; RSS %d KiB before, %d KiB with all open, %d KiB after" % (
+              connect_s, open_, timed_out, limit_refusals, rss_before, rss_peak, emu.rss_kib()))
     return ok and rss_peak - rss_before < 64 * 1024
 
 
