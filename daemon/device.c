@@ -457,9 +457,15 @@ int device_apply(Device *d, struct udev *udev, const Policy *p, PowerSource powe
                 if (a.state == DEVICE_AUTOSUSPEND)
                         log_info("%s (%s): autosuspend, delay %d ms%s: %s", d->devpath, d->id, d->delay_ms,
                                  d->n_luns > 0 ? ", SCSI LUNs too" : "", a.reason);
-                else
-                        log_info("%s (%s): %s: %s", d->devpath, d->id, device_state_to_string(a.state),
-                                 a.reason);
+                else {
+                        const char *state = device_state_to_string(a.state);
+                        size_t l = strlen(state);
+                        /* "quarantined: quarantined: ..." says it once. */
+                        if (strneq(a.reason, state, l) && a.reason[l] == ':')
+                                log_info("%s (%s): %s", d->devpath, d->id, a.reason);
+                        else
+                                log_info("%s (%s): %s: %s", d->devpath, d->id, state, a.reason);
+                }
         }
         d->state = a.state;
         snprintf(d->reason, sizeof(d->reason), "%s", a.reason);

@@ -410,11 +410,17 @@ _printf_(3, 4) static void strike(Manager *m, Device *d, const char *fmt, ...) {
                 r->backoff = MIN(r->backoff * p->storm_backoff, 3600u * 1000);
         /* d->delay_ms already holds the old backoff: the next pass writes the policy's delay times the new
          * one; say what that will be. */
-        new_delay = (int) MIN((uint64_t) (d->delay_ms >= 0 ? d->delay_ms : 0) * p->storm_backoff,
-                              (uint64_t) 3600 * 1000);
-        device_log_decision(d, "backoff", "%s: autosuspend delay %d -> %d ms (strike %u%s)", reason,
-                            d->delay_ms, new_delay, r->strikes,
-                            p->quarantine_after > 0 ? ", quarantine at the next ones" : "");
+        if (d->delay_ms >= 0) {
+                new_delay = (int) MIN((uint64_t) d->delay_ms * p->storm_backoff, (uint64_t) 3600 * 1000);
+                device_log_decision(d, "backoff", "%s: autosuspend delay %d -> %d ms (strike %u%s)", reason,
+                                    d->delay_ms, new_delay, r->strikes,
+                                    p->quarantine_after > 0 ? ", quarantine at the next ones" : "");
+        } else
+                /* Re-enumerated: the new device has no delay of its own yet; the next pass gives it the
+                 * policy's times the backoff. */
+                device_log_decision(d, "backoff", "%s: autosuspend delay x%u of the policy's (strike %u%s)",
+                                    reason, r->backoff, r->strikes,
+                                    p->quarantine_after > 0 ? ", quarantine at the next ones" : "");
         save_record(m, r);
         d->dirty = true;
         (void) manager_schedule(m);
