@@ -569,6 +569,35 @@ static int passthrough_finish(EmuConfig *c, PassthroughConfig *p, const char **r
         return 0;
 }
 
+typedef void *(*GetFunc)(EmuConfig *c, const char *name, const char **ret_error);
+typedef int (*SetFunc)(void *obj, const char *key, const char *value, const char **ret_error);
+
+/* A spec is "FIRST[,KEY=VALUE|,FLAG]...". The first field, cut out of COPY in place; NULL (with
+ * FIRST_ERROR) when it is missing or is itself an option. */
+static char *spec_first(char *copy, char **save, const char *first_error, const char **ret_error) {
+        char *tok = strtok_r(copy, ",", save);
+
+        if (!tok || strchr(tok, '=')) {
+                *ret_error = first_error;
+                return NULL;
+        }
+        return tok;
+}
+
+/* The rest of the spec after spec_first(), each option to SET; stops at the first error. */
+static int spec_options(char **save, SetFunc set, void *obj, const char **ret_error) {
+        char *tok;
+        int r = 0;
+
+        while (r >= 0 && (tok = strtok_r(NULL, ",", save))) {
+                char *eq = strchr(tok, '=');
+                if (eq)
+                        *eq = 0;
+                r = set(obj, tok, eq ? eq + 1 : NULL, ret_error);
+        }
+        return r;
+}
+
 int emu_config_add_passthrough_spec(EmuConfig *c, const char *spec, const char **ret_error) {
         _cleanup_free_ char *copy = NULL;
         PassthroughConfig *p;
@@ -581,18 +610,11 @@ int emu_config_add_passthrough_spec(EmuConfig *c, const char *spec, const char *
         copy = strdup(spec);
         if (!copy)
                 return -ENOMEM;
-        tok = strtok_r(copy, ",", &save);
-        if (!tok || strchr(tok, '=')) {
-                *ret_error = "a passthrough starts with its device: VID:PID[:SERIAL] or BUS-PORT[.PORT...]";
-                return -EINVAL;
-        }
-        r = passthrough_set_device(p, tok, ret_error);
-        while (r >= 0 && (tok = strtok_r(NULL, ",", &save))) {
-                char *eq = strchr(tok, '=');
-                if (eq)
-                        *eq = 0;
-                r = passthrough_set(p, tok, eq ? eq + 1 : NULL, ret_error);
-        }
+        tok = spec_first(copy, &save, "a passthrough starts with its device: VID:PID[:SERIAL] or BUS-PORT[.PORT...]",
+                         ret_error);
+        r = tok ? passthrough_set_device(p, tok, ret_error) : -EINVAL;
+        if (r >= 0)
+                r = spec_options(&save, (SetFunc) passthrough_set, p, ret_error);
         if (r >= 0)
                 r = passthrough_finish(c, p, ret_error);
         if (r < 0)
@@ -600,33 +622,21 @@ int emu_config_add_passthrough_spec(EmuConfig *c, const char *spec, const char *
         return r;
 }
 
-typedef void *(*GetFunc)(EmuConfig *c, const char *name, const char **ret_error);
-typedef int (*SetFunc)(void *obj, const char *key, const char *value, const char **ret_error);
-
 /* "NAME,key=value,flag,..." for hubs and keyboards. */
 static int add_named_spec(EmuConfig *c, const char *spec, GetFunc get, SetFunc set, const char **ret_error) {
         _cleanup_free_ char *copy = strdup(spec);
         char *save = NULL, *tok;
         void *obj;
-        int r = 0;
 
         if (!copy)
                 return -ENOMEM;
-        tok = strtok_r(copy, ",", &save);
-        if (!tok || strchr(tok, '=')) {
-                *ret_error = "the spec starts with the device's name";
+        tok = spec_first(copy, &save, "the spec starts with the device's name", ret_error);
+        if (!tok)
                 return -EINVAL;
-        }
         obj = get(c, tok, ret_error);
         if (!obj)
                 return -EINVAL;
-        while (r >= 0 && (tok = strtok_r(NULL, ",", &save))) {
-                char *eq = strchr(tok, '=');
-                if (eq)
-                        *eq = 0;
-                r = set(obj, tok, eq ? eq + 1 : NULL, ret_error);
-        }
-        return r;
+        return spec_options(&save, set, obj, ret_error);
 }
 
 int emu_config_add_hub_spec(EmuConfig *c, const char *spec, const char **ret_error) {
@@ -681,25 +691,14 @@ int emu_config_add_disk_spec(EmuConfig *c, const char *spec, const char **ret_er
         if (!copy)
                 return -ENOMEM;
 
-        tok = strtok_r(copy, ",", &save);
-        if (!tok || strchr(tok, '=')) {
-                *ret_error = "a disk starts with its image path";
-                r = -EINVAL;
-                goto fail;
-        }
-        r = disk_set(d, "image", tok, ret_error);
-        while (r >= 0 && (tok = strtok_r(NULL, ",", &save))) {
-                char *eq = strchr(tok, '=');
-                if (eq)
-                        *eq = 0;
-                r = disk_set(d, tok, eq ? eq + 1 : NULL, ret_error);
-        }
+        tok = spec_first(copy, &save, "a disk starts with its image path", ret_error);
+        r = tok ? disk_set(d, "image", tok, ret_error) : -EINVAL;
+        if (r >= 0)
+                r = spec_options(&save, (SetFunc) disk_set, d, ret_error);
         if (r >= 0)
                 r = disk_finish(c, d, ret_error);
-        if (r >= 0)
-                return 0;
-fail:
-        disk_config_done(d);
+        if (r < 0)
+                disk_config_done(d);
         return r;
 }
 
