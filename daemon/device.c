@@ -76,9 +76,17 @@ int device_new(struct udev_device *dev, Device **ret) {
         return 0;
 }
 
+static void forget_luns(Device *d) {
+        for (unsigned l = 0; l < d->n_owned_luns; l++)
+                d->owned_luns[l] = mfree(d->owned_luns[l]);
+        d->n_owned_luns = 0;
+}
+
 Device *device_free(Device *d) {
         if (!d)
                 return NULL;
+        forget_luns(d);
+        free(d->resumes);
         free(d->syspath);
         free(d->sysname);
         free(d->devpath);
@@ -430,8 +438,16 @@ int device_apply(Device *d, struct udev *udev, const Policy *p, PowerSource powe
                 snprintf(d->owned_control, sizeof(d->owned_control), "auto");
                 d->owned_delay_ms = d->delay_ms;
                 d->owned_disk_delay_ms = d->disk_delay_ms;
-                d->n_owned_luns = MIN(a.n_luns, DEVICE_MAX_OWNED_LUNS);
-                memcpy(d->owned_luns, a.luns, sizeof(a.luns));
+                forget_luns(d);
+                for (unsigned l = 0; l < MIN(a.n_luns, DEVICE_MAX_OWNED_LUNS); l++) {
+                        d->owned_luns[l] = strdup(a.luns[l]);
+                        if (!d->owned_luns[l]) {
+                                /* Drift is then not watched on the LUNs we could not note. */
+                                (void) log_oom();
+                                break;
+                        }
+                        d->n_owned_luns++;
+                }
                 break;
         case DEVICE_QUARANTINED:
                 /* The LUNs were set to on too: what drowsed owns now is "on" everywhere. */
@@ -445,7 +461,7 @@ int device_apply(Device *d, struct udev *udev, const Policy *p, PowerSource powe
         case DEVICE_IGNORED:
         case DEVICE_GONE:
                 d->owned = false;
-                d->n_owned_luns = 0;
+                forget_luns(d);
                 break;
         case _DEVICE_STATE_MAX:
         case _DEVICE_STATE_INVALID:

@@ -26,6 +26,11 @@ typedef enum DeviceState {
         _DEVICE_STATE_INVALID = -EINVAL,
 } DeviceState;
 
+typedef struct DeviceResumes {
+        uint64_t t_usec; /* CLOCK_MONOTONIC */
+        uint64_t n;
+} DeviceResumes;
+
 typedef struct Device {
         char *syspath;
         char *sysname;         /* "1-1.2" */
@@ -44,10 +49,9 @@ typedef struct Device {
 
         DeviceRecord *rec;     /* statistics, strikes, quarantine; owned by the manager, NULL if none */
         Sample last;           /* the previous sample, for the deltas */
-        struct {
-                uint64_t t_usec; /* CLOCK_MONOTONIC */
-                uint64_t n;
-        } resumes[DEVICE_RESUME_WINDOW]; /* a ring of the last samples' resume counts, for the rate */
+        /* A ring of the last samples' resume counts, for the rate; allocated at the first sample, as
+         * only devices that autosuspend are sampled (most of a big tree never is). */
+        DeviceResumes *resumes;
         size_t n_resumes, first_resume;
         bool tree_changed;     /* a node of the subtree came or went: ownership is stale */
         bool drift_checked;    /* the sampler already looked for drift before this pass */
@@ -60,7 +64,7 @@ typedef struct Device {
         bool owned;
         char owned_control[8];
         int owned_delay_ms;    /* -1: not owned */
-        char owned_luns[DEVICE_MAX_OWNED_LUNS][256];
+        char *owned_luns[DEVICE_MAX_OWNED_LUNS]; /* sysfs dirs; only disks have any */
         unsigned n_owned_luns;
         int owned_disk_delay_ms;
 } Device;

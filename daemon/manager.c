@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -498,6 +499,14 @@ static uint64_t resumes_since(const Device *d, uint64_t since_usec) {
 
 static void push_resumes(Device *d, uint64_t now_usec, uint64_t n) {
         size_t k;
+        if (!d->resumes) {
+                d->resumes = calloc(DEVICE_RESUME_WINDOW, sizeof(*d->resumes));
+                if (!d->resumes) {
+                        /* The rate then reads 0: storm detection misses this device until memory is back. */
+                        log_oom();
+                        return;
+                }
+        }
         if (d->n_resumes < DEVICE_RESUME_WINDOW)
                 k = (d->first_resume + d->n_resumes++) % DEVICE_RESUME_WINDOW;
         else {
@@ -861,7 +870,11 @@ int manager_coldplug(Manager *m) {
         }
         udev_enumerate_unref(e);
         log_info("Coldplug: %zu USB devices", m->n_devices);
-        return manager_apply_dirty(m);
+        r = manager_apply_dirty(m);
+        /* The pass built and dropped libudev objects for every node of the tree: on a big tree that
+         * is megabytes of freed heap the daemon would otherwise keep resident for its whole life. */
+        (void) malloc_trim(0);
+        return r;
 }
 
 static void handle_uevent(Manager *m, struct udev_device *dev) {
