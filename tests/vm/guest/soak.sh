@@ -327,21 +327,21 @@ def plug_if_unplugged(name, notes):
         notes.append("plug: %s" % e)
     unplugged_since.pop(name, None)
 
-timeouts_set = set()
 def find_disk(name, serial, deadline, notes):
     """The disk's sdX, waiting for it (and plugging it back if the emulator has it unplugged)."""
     while True:
         d = disk_of(serial)
         if d:
-            key = os.path.realpath("/sys/block/%s/device" % d)
-            if key not in timeouts_set:
-                # drop-completion waits for the SCSI command timeout (30 s by default): 8 s is plenty
-                try:
-                    with open("/sys/block/%s/device/timeout" % d, "w") as f:
+            # drop-completion waits for the SCSI command timeout (30 s by default): 8 s is plenty. Read
+            # it each time: a re-enumerated disk starts at 30 s again, often at the very same sysfs path
+            # (SCSI host numbers are reused), so remembering paths missed most of them.
+            t = "/sys/block/%s/device/timeout" % d
+            try:
+                if read(t) != "8":
+                    with open(t, "w") as f:
                         f.write("8")
-                except OSError:
-                    pass
-                timeouts_set.add(key)
+            except OSError:
+                pass
             return d
         plug_if_unplugged(name, notes)
         if time.monotonic() > deadline:
