@@ -57,6 +57,7 @@ typedef struct Device {
         bool drift_checked;    /* the sampler already looked for drift before this pass */
         bool sample_soon;      /* a uevent: sample after the pass, and sample fast again */
         bool yielded;          /* drift=yield: another writer owns the device until release */
+        uint64_t error_since_usec; /* first sample that read runtime_status=error, 0 if the last did not */
         char yield_reason[STATS_REASON_MAX];
 
         /* What drowsed last set and so owns: drift is a change of these by someone else. Forgotten

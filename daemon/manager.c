@@ -22,6 +22,8 @@
 /* SEQPACKET answers are one message: as large as the kernel lets the send buffer be (2 x wmem_max). */
 #define CONTROL_SNDBUF (4 * 1024 * 1024)
 #define STORM_WINDOW_USEC (60 * 1000000ULL)
+/* How long runtime_status=error must last to count as a failure rather than a device going away. */
+#define RUNTIME_ERROR_CONFIRM_USEC (2 * 1000000ULL)
 /* Statistics are written on every decision and at exit; in between, at most this often. */
 #define SAVE_INTERVAL_USEC (300 * 1000000ULL)
 
@@ -555,9 +557,21 @@ static bool sample_device(Manager *m, Device *d, uint64_t now_usec) {
         push_resumes(d, now_usec, n);
 
         if (streq(cur.status, "error")) {
+                /* A device being unplugged or detached reads "error" between the failed resume of its
+                 * dead link and its removal (seen on vhci detach and in the soak's unplugs), and its
+                 * record, kept by serial, would carry that quarantine to the next plug. A real failure
+                 * stays: the kernel keeps runtime_status=error until someone resets it. */
+                if (d->error_since_usec == 0 || now_usec < d->error_since_usec + RUNTIME_ERROR_CONFIRM_USEC) {
+                        if (d->error_since_usec == 0)
+                                d->error_since_usec = MAX(now_usec, 1u);
+                        log_debug("%s: runtime_status=error, quarantine if it is still so in %u ms",
+                                  d->devpath, (unsigned) (RUNTIME_ERROR_CONFIRM_USEC / 1000));
+                        return true;
+                }
                 quarantine(m, d, "runtime_status=error: a runtime suspend or resume of the device failed");
                 return true;
         }
+        d->error_since_usec = 0;
         if (p->storm_resumes_per_minute > 0) {
                 uint64_t rate = resumes_since(d, now_usec_since(now_usec, STORM_WINDOW_USEC));
                 if (rate >= p->storm_resumes_per_minute) {
@@ -569,6 +583,13 @@ static bool sample_device(Manager *m, Device *d, uint64_t now_usec) {
                 }
         }
         return changed;
+}
+
+static bool any_error_pending(Manager *m) {
+        for (size_t i = 0; i < m->n_devices; i++)
+                if (m->devices[i]->state == DEVICE_AUTOSUSPEND && m->devices[i]->error_since_usec > 0)
+                        return true;
+        return false;
 }
 
 static bool any_autosuspend(Manager *m) {
@@ -623,7 +644,9 @@ static void update_sampler(Manager *m, bool fast) {
                 m->sample_interval_usec = 0;
                 return;
         }
-        if (fast || !m->sample_armed)
+        if (any_error_pending(m))
+                arm_sampler(m, MIN(sample_min_usec(m), RUNTIME_ERROR_CONFIRM_USEC));
+        else if (fast || !m->sample_armed)
                 arm_sampler(m, sample_min_usec(m));
 }
 
@@ -638,6 +661,7 @@ static bool sample_all(Manager *m) {
                          * interval after it autosuspends again must not span it, or its active time reads
                          * as resumes at the policy's delay, a storm right after a release. */
                         d->last.valid = false;
+                        d->error_since_usec = 0;
                         continue;
                 }
                 if (sample_device(m, d, now))
@@ -668,13 +692,18 @@ static int on_sample(sd_event_source *s, uint64_t usec, void *userdata) {
         }
         /* Quiet devices are looked at less and less often: 1 s, 2 s, 4 s... up to the maximum; any
          * change goes back to the shortest interval. */
-        arm_sampler(m, changed ? sample_min_usec(m) : MIN(MAX(m->sample_interval_usec * 2, sample_min_usec(m)),
-                                                          sample_max_usec(m)));
+        uint64_t next = changed ? sample_min_usec(m)
+                                : MIN(MAX(m->sample_interval_usec * 2, sample_min_usec(m)), sample_max_usec(m));
+        /* An error waiting for its confirmation is looked at again when that is due. */
+        if (any_error_pending(m))
+                next = MIN(next, RUNTIME_ERROR_CONFIRM_USEC);
+        arm_sampler(m, next);
         return 0;
 }
 
 void manager_sample_now(Manager *m) {
         (void) sample_all(m);
+        update_sampler(m, false);
 }
 
 uint64_t manager_sample_interval(Manager *m) {

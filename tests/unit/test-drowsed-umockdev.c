@@ -866,9 +866,70 @@ static void test_re_enumeration(void) {
         teardown();
 }
 
+/* runtime_status=error quarantines only once it has lasted 2 s: a device being unplugged or detached
+ * reads "error" until its removal, and its record (kept by serial) must not carry a quarantine to the
+ * next plug. The sampler comes back for the confirmation, whatever its own interval. */
+static void test_runtime_error_confirmed(void) {
+        setup("[defaults]\ndelay-ms = 1000\n[protect]\nsample-min-ms = 3600000\nsample-max-ms = 3600000\n");
+        char *hub = add_root_hub(NULL, "usb1");
+        Disk a = add_disk(hub, "1-1", 0, "usb-storage");
+        Disk b = add_disk(hub, "1-2", 1, "usb-storage");
+        set_runtime(a.usb, "suspended", 10, 10);
+        set_runtime(b.usb, "suspended", 10, 10);
+        Manager *m = start_with_state(false);
+        Device *da = manager_find(m, "1-1"), *db = manager_find(m, "1-2");
+        ASSERT_TRUE(da && da->rec && db && db->rec);
+        manager_sample_now(m);
+
+        /* a fails for real; b reads error on its way out. */
+        umockdev_testbed_set_attribute(tb, a.usb, "power/runtime_status", "error");
+        umockdev_testbed_set_attribute(tb, b.usb, "power/runtime_status", "error");
+        manager_sample_now(m);
+        ASSERT_FALSE(da->rec->quarantined);
+        ASSERT_FALSE(db->rec->quarantined);
+        ASSERT_TRUE(da->error_since_usec > 0);
+        umockdev_testbed_remove_device(tb, b.block);
+        umockdev_testbed_remove_device(tb, b.sdev);
+        umockdev_testbed_remove_device(tb, b.target);
+        umockdev_testbed_remove_device(tb, b.host);
+        umockdev_testbed_remove_device(tb, b.intf);
+        umockdev_testbed_remove_device(tb, b.usb);
+
+        /* The sampler is due again within the confirmation, not in an hour. */
+        sd_event *e = NULL;
+        ASSERT_OK(sd_event_default(&e));
+        uint64_t t0 = stats_now_usec();
+        for (int i = 0; i < 60 && !da->rec->quarantined; i++)
+                ASSERT_OK(sd_event_run(e, 100 * 1000));
+        ASSERT_TRUE(da->rec->quarantined);
+        ASSERT_TRUE(stats_now_usec() - t0 < 5 * 1000000ULL);
+        ASSERT_TRUE(strstr(da->rec->quarantine_reason, "runtime_status=error"));
+        ASSERT_FALSE(db->rec->quarantined);
+        run_passes();
+        assert_state(m, "1-1", DEVICE_QUARANTINED, "runtime_status=error");
+        assert_attr(a.usb, "power/control", "on");
+
+        /* An error that clears before the confirmation is forgotten. */
+        set_runtime(a.usb, "suspended", 20, 20);
+        ASSERT_OK(manager_release(m, "1-1"));
+        run_passes();
+        assert_state(m, "1-1", DEVICE_AUTOSUSPEND, NULL);
+        manager_sample_now(m);
+        umockdev_testbed_set_attribute(tb, a.usb, "power/runtime_status", "error");
+        manager_sample_now(m);
+        ASSERT_TRUE(da->error_since_usec > 0);
+        set_runtime(a.usb, "suspended", 20, 20);
+        manager_sample_now(m);
+        ASSERT_EQ(da->error_since_usec, 0);
+        ASSERT_FALSE(da->rec->quarantined);
+        sd_event_unref(e);
+        manager_free(m);
+        teardown();
+}
+
 TEST_MAIN(TEST(test_storage_chain), TEST(test_pending_until_luns), TEST(test_eio), TEST(test_vanished),
           TEST(test_uas_and_runtime_error), TEST(test_exclusions_and_rules), TEST(test_vhci),
           TEST(test_vhci_handover_on_reload),
           TEST(test_runtime_start_stop), TEST(test_power_profiles), TEST(test_hotplug), TEST(test_sampling),
           TEST(test_no_timer_when_idle), TEST(test_storm_quarantine_persist_release), TEST(test_drift),
-          TEST(test_re_enumeration))
+          TEST(test_re_enumeration), TEST(test_runtime_error_confirmed))
