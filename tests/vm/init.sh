@@ -7,6 +7,7 @@
 # powers the machine off (QEMU runs with -no-reboot, so any reboot or panic also ends QEMU).
 #
 # Kernel parameters read here:  drowse.soft_timeout=SECONDS  (guest-side deadline, see below)
+#                               drowse.init=systemd  (run the job as a service of systemd as PID 1)
 
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -35,10 +36,12 @@ mount -t devtmpfs devtmpfs /dev
 exec >/dev/console 2>&1 </dev/null
 
 soft_timeout=0
+init=
 read -r cmdline </proc/cmdline
 for word in $cmdline; do
         case "$word" in
         drowse.soft_timeout=*) soft_timeout=${word#*=} ;;
+        drowse.init=*) init=${word#*=} ;;
         esac
 done
 
@@ -96,6 +99,45 @@ if [ "$soft_timeout" -gt 0 ]; then
                 poweroff_now
         ) &
         watchdog=$!
+fi
+
+if [ "$init" = systemd ]; then
+        # The host's systemd becomes PID 1 in the shared root, for tests of the units as shipped. The
+        # job is a service that reports and powers off as below; systemd does not use the busybox
+        # tree, so the soft-timeout watchdog above keeps working. Units' StateDirectory= is created
+        # under /var/lib, read-only here, hence a tmpfs (it holds no state the boot needs).
+        mount -t tmpfs -o mode=0755 tmpfs /newroot/var/lib
+        mkdir -p /newroot/run/systemd/system
+        cat >/newroot/run/drowse-job-wrap.sh <<'EOF'
+#!/bin/bash
+out=/run/drowse-out
+bash "$out/.job/job.sh" 2>&1 | tee "$out/output.log" >/dev/console
+rc=${PIPESTATUS[0]}
+dmesg >"$out/dmesg.txt"
+journalctl -b --no-pager -o short-monotonic >"$out/journal.txt" 2>&1
+echo "$rc" >"$out/exit-code"
+sync
+echo o >/proc/sysrq-trigger
+sleep infinity
+EOF
+        cat >/newroot/run/systemd/system/drowse-job.service <<'EOF'
+[Unit]
+Description=drowse test job
+After=basic.target
+
+[Service]
+Type=exec
+ExecStart=/bin/bash /run/drowse-job-wrap.sh
+EOF
+        cat >/newroot/run/systemd/system/drowse-job.target <<'EOF'
+[Unit]
+Description=drowse test job (what the guest boots into)
+Requires=basic.target drowse-job.service
+After=basic.target
+AllowIsolate=yes
+EOF
+        log "running job under systemd"
+        exec chroot /newroot /lib/systemd/systemd --unit=drowse-job.target
 fi
 
 log "running job"
