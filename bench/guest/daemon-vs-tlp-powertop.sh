@@ -101,7 +101,8 @@ chain_suspended() {
 chain_state() { # DISK: "control/status" of each node, leaf first
         local n s=
         for n in $(chain_of "$1"); do
-                s+="${n##*/}:$(<"$n/power/control")/$(<"$n/power/runtime_status") "
+                # An interface has no power/control: its field stays empty.
+                s+="${n##*/}:$(cat "$n/power/control" 2>/dev/null)/$(<"$n/power/runtime_status") "
         done
         echo "${s% }"
 }
