@@ -1,12 +1,22 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <assert.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <libusb.h>
+#include <linux/usbdevice_fs.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "json.h"
 #include "log.h"
@@ -29,6 +39,8 @@ assert_cc(POLLOUT == EPOLLOUT);
 #define PASSTHROUGH_DESCRIPTOR_TIMEOUT_MS 1000
 /* Freeing: how long cancelled transfers may take to come back before we give up waiting for them. */
 #define PASSTHROUGH_DRAIN_USEC (2 * 1000000ULL)
+/* Stopping the resume waiter: how often, 1 ms apart, to interrupt its ioctl before just joining it. */
+#define PASSTHROUGH_WAITER_KICKS 1000
 
 typedef struct PassthroughTransfer PassthroughTransfer;
 
@@ -74,6 +86,21 @@ struct Passthrough {
         void *gone_userdata;
 
         uint64_t forwarded, local_requests, stalls, errors, cancelled;
+
+        /* Runtime PM of the real device (see "power management" below). usbfs keeps a device awake
+         * while any of its files is open unless that file allows suspend, so the file is ours and
+         * libusb works on it (libusb_wrap_sys_device()). */
+        int usbfs_fd;
+        bool pm;                      /* usbfs has the runtime PM ioctls (USBDEVFS_CAP_SUSPEND) */
+        bool suspend_allowed;         /* USBDEVFS_ALLOW_SUSPEND said and not taken back */
+        int waiter_fd;                /* eventfd: the resume waiter thread is done */
+        sd_event_source *waiter_source;
+        pthread_t waiter;
+        bool waiter_running;          /* a waiter thread exists and is not joined yet */
+        atomic_bool waiter_stop, waiter_done;
+        atomic_int waiter_result;
+        char *sysfs;                  /* /sys/bus/usb/devices/PATH */
+        uint64_t idles, resumes, real_resumes, wakeups_forwarded, wakeups_refused;
 };
 
 /* ---- descriptor tables ---- */
@@ -420,6 +447,324 @@ static void give_back(Passthrough *p) {
         log_info("%s: gave %s back: kernel drivers re-attached to %zu interface(s)", p->name, p->path, n);
 }
 
+/* ---- power management ----
+ *
+ * The importing kernel suspends the exported device by suspending its port on our hub; the real
+ * device's own kernel then decides when to suspend it, as for any device, once usbfs lets it:
+ * USBDEVFS_ALLOW_SUSPEND drops the usage count our open file holds, USBDEVFS_FORBID_SUSPEND takes it
+ * back and resumes the device before it returns. A resume we did not ask for (the device's remote
+ * wakeup) only shows as USBDEVFS_WAIT_FOR_RESUME returning, and that ioctl blocks: a thread waits in it
+ * while the port is suspended and hands the result to the event loop through an eventfd. */
+
+/* One word from a power/ attribute of a sysfs device directory. */
+static int read_power_attr(const char *sysfs_dir, const char *name, char *buf, size_t size) {
+        _cleanup_free_ char *fn = NULL;
+        ssize_t n;
+        int fd;
+
+        assert(size > 1);
+        if (asprintf(&fn, "%s/power/%s", sysfs_dir, name) < 0)
+                return -ENOMEM;
+        fd = open(fn, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        n = read(fd, buf, size - 1);
+        n = n < 0 ? -errno : n;
+        close(fd);
+        if (n < 0)
+                return (int) n;
+        buf[n] = 0;
+        buf[strcspn(buf, "\n")] = 0;
+        return 0;
+}
+
+int passthrough_power_control(const char *sysfs_dir) {
+        char buf[16];
+        int r;
+
+        r = read_power_attr(sysfs_dir, "control", buf, sizeof(buf));
+        if (r < 0)
+                return r;
+        if (streq(buf, "auto"))
+                return 1;
+        if (streq(buf, "on"))
+                return 0;
+        return -EBADMSG;
+}
+
+PassthroughWakeupNote passthrough_wakeup_note(const uint8_t setup[static 8], int32_t status,
+                                              const uint8_t *data, uint32_t actual) {
+        UsbSetup s;
+
+        usb_setup_decode(setup, &s);
+        if (status < 0 || usb_setup_type(&s) != USB_TYPE_STANDARD ||
+            usb_setup_recipient(&s) != USB_RECIP_DEVICE)
+                return PASSTHROUGH_WAKEUP_NOTHING;
+        switch (s.bRequest) {
+        case USB_REQ_SET_FEATURE:
+        case USB_REQ_CLEAR_FEATURE:
+                if (s.wValue != USB_DEVICE_REMOTE_WAKEUP || usb_setup_is_in(&s))
+                        return PASSTHROUGH_WAKEUP_NOTHING;
+                return s.bRequest == USB_REQ_SET_FEATURE ? PASSTHROUGH_WAKEUP_ARMED_BY_HOST
+                                                         : PASSTHROUGH_WAKEUP_DISARMED_BY_HOST;
+        case USB_REQ_GET_STATUS:
+                if (!usb_setup_is_in(&s) || s.wIndex != 0 || actual < 2 || !data)
+                        return PASSTHROUGH_WAKEUP_NOTHING;
+                /* Linux clears the feature itself after every resume of the real device
+                 * (finish_port_resume()), behind the importing kernel's back: the answer tells. */
+                return get_le16(data) & (1u << USB_DEVICE_REMOTE_WAKEUP) ? PASSTHROUGH_WAKEUP_ARMED
+                                                                          : PASSTHROUGH_WAKEUP_DISARMED;
+        default:
+                return PASSTHROUGH_WAKEUP_NOTHING;
+        }
+}
+
+static void note_wakeup_setting(Passthrough *p, const uint8_t *setup, int32_t status, const uint8_t *data,
+                                uint32_t actual) {
+        PassthroughWakeupNote n = passthrough_wakeup_note(setup, status, data, actual);
+
+        switch (n) {
+        case PASSTHROUGH_WAKEUP_NOTHING:
+                return;
+        case PASSTHROUGH_WAKEUP_ARMED_BY_HOST:
+        case PASSTHROUGH_WAKEUP_DISARMED_BY_HOST:
+                usb_device_note_remote_wakeup(p->device, n == PASSTHROUGH_WAKEUP_ARMED_BY_HOST, true);
+                return;
+        case PASSTHROUGH_WAKEUP_ARMED:
+        case PASSTHROUGH_WAKEUP_DISARMED:
+                usb_device_note_remote_wakeup(p->device, n == PASSTHROUGH_WAKEUP_ARMED, false);
+                return;
+        }
+}
+
+static int waiter_signal(void) {
+        return SIGRTMIN;
+}
+
+static void on_waiter_signal(int sig) {
+        /* Nothing to do: being delivered is the point, it makes the waiter's ioctl return EINTR. */
+}
+
+static int waiter_signal_install_result;
+
+static void waiter_signal_install(void) {
+        /* No SA_RESTART, though usbfs returns EINTR from WAIT_FOR_RESUME either way. */
+        struct sigaction sa = { .sa_handler = on_waiter_signal };
+
+        sigemptyset(&sa.sa_mask);
+        waiter_signal_install_result = sigaction(waiter_signal(), &sa, NULL) < 0 ? -errno : 0;
+}
+
+static void *waiter_main(void *userdata) {
+        Passthrough *p = userdata;
+        sigset_t mask;
+        int r;
+
+        sigfillset(&mask);
+        sigdelset(&mask, waiter_signal());
+        (void) pthread_sigmask(SIG_SETMASK, &mask, NULL);
+
+        for (;;) {
+                if (atomic_load(&p->waiter_stop)) {
+                        r = -EINTR;
+                        break;
+                }
+                /* Returns once the device resumed, for whatever reason, with suspend forbidden again. */
+                r = ioctl(p->usbfs_fd, USBDEVFS_WAIT_FOR_RESUME) < 0 ? -errno : 0;
+                if (r != -EINTR)
+                        break;
+        }
+
+        atomic_store(&p->waiter_result, r);
+        atomic_store(&p->waiter_done, true);
+        (void) eventfd_write(p->waiter_fd, 1);
+        return NULL;
+}
+
+static int waiter_start(Passthrough *p) {
+        static pthread_once_t once = PTHREAD_ONCE_INIT;
+        int r;
+
+        assert(!p->waiter_running);
+        (void) pthread_once(&once, waiter_signal_install);
+        if (waiter_signal_install_result < 0)
+                return waiter_signal_install_result;
+        atomic_store(&p->waiter_stop, false);
+        atomic_store(&p->waiter_done, false);
+        r = pthread_create(&p->waiter, NULL, waiter_main, p);
+        if (r != 0)
+                return -r;
+        p->waiter_running = true;
+        return 0;
+}
+
+/* Joins a waiter that is done or about to be (it wrote to the eventfd, or was interrupted). */
+static int waiter_join(Passthrough *p) {
+        eventfd_t v;
+
+        if (!p->waiter_running)
+                return -ESRCH;
+        (void) pthread_join(p->waiter, NULL);
+        p->waiter_running = false;
+        (void) eventfd_read(p->waiter_fd, &v); /* nonblocking: a late write must not look like news */
+        return atomic_load(&p->waiter_result);
+}
+
+static int waiter_stop(Passthrough *p) {
+        if (!p->waiter_running)
+                return -ESRCH;
+        atomic_store(&p->waiter_stop, true);
+        /* A signal that lands just before the thread enters the ioctl is lost: repeat until it is out. */
+        for (unsigned i = 0; i < PASSTHROUGH_WAITER_KICKS && !atomic_load(&p->waiter_done); i++) {
+                (void) pthread_kill(p->waiter, waiter_signal());
+                (void) nanosleep(&(struct timespec) { .tv_nsec = 1000 * 1000 }, NULL);
+        }
+        if (!atomic_load(&p->waiter_done))
+                log_warning("%s: the resume waiter for %s does not stop; waiting for the kernel", p->name,
+                            p->path);
+        return waiter_join(p);
+}
+
+/* The port is suspended: the real device may autosuspend, as its own kernel's policy says. */
+static void pm_let_idle(Passthrough *p) {
+        int r;
+
+        if (!p->pm || p->gone || p->suspend_allowed)
+                return;
+        if (ioctl(p->usbfs_fd, USBDEVFS_ALLOW_SUSPEND) < 0) {
+                log_warning_errno(errno, "%s: usbfs does not let %s suspend, it stays awake: %m", p->name,
+                                  p->path);
+                return;
+        }
+        p->suspend_allowed = true;
+        p->idles++;
+        r = waiter_start(p);
+        if (r < 0)
+                log_warning_errno(r, "%s: cannot wait for %s to resume; its remote wakeup will not reach "
+                                  "the host: %m", p->name, p->path);
+        log_debug("%s: port suspended, %s may autosuspend", p->name, p->path);
+}
+
+/* The port resumed (or is gone): the real device must be awake before the first URB reaches it.
+ * FORBID_SUSPEND resumes it synchronously; a healthy device takes tens of milliseconds. */
+static void pm_keep_awake(Passthrough *p) {
+        uint64_t start = usb_device_now_usec();
+        char status[16] = "?";
+        int r = 0;
+
+        if (!p->suspend_allowed)
+                return;
+        /* Only for the record: whether this resume is a real one. */
+        (void) read_power_attr(p->sysfs, "runtime_status", status, sizeof(status));
+        if (!p->gone && ioctl(p->usbfs_fd, USBDEVFS_FORBID_SUSPEND) < 0)
+                r = -errno;
+        (void) waiter_stop(p);
+        p->suspend_allowed = false;
+        if (r == -ENODEV)
+                return; /* libusb sees the hang-up */
+        if (r < 0) {
+                log_warning_errno(r, "%s: %s did not resume; the host's transfers will fail: %m", p->name,
+                                  p->path);
+                return;
+        }
+        p->resumes++;
+        if (streq(status, "suspended"))
+                p->real_resumes++;
+        log_debug("%s: %s awake again after %.1f ms (it was %s)", p->name, p->path,
+                  (double) (usb_device_now_usec() - start) / 1000.0, status);
+}
+
+static int on_waiter_done(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
+        Passthrough *p = userdata;
+        int r;
+
+        r = waiter_join(p);
+        if (r == -ESRCH)
+                return 0; /* stopped meanwhile: old news */
+        if (r == -ENODEV) {
+                p->suspend_allowed = false;
+                return 0; /* gone; libusb sees the hang-up */
+        }
+        if (r < 0) {
+                /* The device failed to resume: suspend is still allowed, the port's resume retries. */
+                log_warning_errno(r, "%s: waiting for %s to resume failed: %m", p->name, p->path);
+                return 0;
+        }
+        /* usbfs forbade suspend again as it returned. */
+        p->suspend_allowed = false;
+        if (p->device->link != USB_LINK_SUSPENDED)
+                return 0;
+
+        /* It resumed and we did not ask: its remote wakeup (or a process on this machine opened it). */
+        r = usb_device_signal_wakeup(p->device, false);
+        if (r >= 0) {
+                p->wakeups_forwarded++;
+                log_info("%s: %s woke up on its own: remote wakeup signalled through the hub", p->name,
+                         p->path);
+                /* An injected wakeup-lost: nobody heard, the port stays suspended, so may the device. */
+                if (p->device->link == USB_LINK_SUSPENDED)
+                        pm_let_idle(p);
+                return 0;
+        }
+        p->wakeups_refused++;
+        log_debug_errno(r, "%s: %s resumed on its own, but the wakeup cannot go to the host (%s); "
+                        "letting it idle again: %m", p->name, p->path,
+                        r == -EPERM ? "it did not arm remote wakeup" : "no hub to carry it");
+        pm_let_idle(p);
+        return 0;
+}
+
+static void passthrough_link_changed(void *function, UsbLinkState old, UsbLinkState link) {
+        Passthrough *p = function;
+
+        switch (link) {
+        case USB_LINK_SUSPENDED:
+                pm_let_idle(p);
+                return;
+        case USB_LINK_CONNECTED:
+        case USB_LINK_UNPLUGGED:
+                pm_keep_awake(p);
+                return;
+        case _USB_LINK_STATE_MAX:
+        case _USB_LINK_STATE_INVALID:
+                return;
+        }
+}
+
+static int pm_setup(Passthrough *p) {
+        uint32_t caps = 0;
+        int r;
+
+        if (asprintf(&p->sysfs, "/sys/bus/usb/devices/%s", p->path) < 0) {
+                p->sysfs = NULL;
+                return log_oom();
+        }
+
+        if (ioctl(p->usbfs_fd, USBDEVFS_GET_CAPABILITIES, &caps) < 0 || !(caps & USBDEVFS_CAP_SUSPEND)) {
+                log_notice("%s: this kernel's usbfs cannot let %s suspend (no USBDEVFS_CAP_SUSPEND, "
+                           "Linux < 5.4): it stays awake while exported", p->name, p->path);
+                return 0;
+        }
+        p->waiter_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (p->waiter_fd < 0)
+                return log_error_errno(errno, "%s: cannot create an eventfd: %m", p->name);
+        r = sd_event_add_io(p->event, &p->waiter_source, p->waiter_fd, EPOLLIN, on_waiter_done, p);
+        if (r < 0)
+                return log_error_errno(r, "%s: cannot watch the resume waiter: %m", p->name);
+        (void) sd_event_source_set_description(p->waiter_source, "passthrough-resume");
+        p->pm = true;
+
+        /* Whether the real device may autosuspend is this machine's policy, not ours to change. */
+        r = passthrough_power_control(p->sysfs);
+        if (r == 0)
+                log_notice("%s: %s has power/control=on: it stays awake while the host suspends its port "
+                           "(write \"auto\" to %s/power/control to let it autosuspend)", p->name, p->path,
+                           p->sysfs);
+        else if (r < 0)
+                log_debug_errno(r, "%s: cannot read %s/power/control: %m", p->name, p->sysfs);
+        return 0;
+}
+
 /* ---- transfers ---- */
 
 static int32_t status_from_libusb(enum libusb_transfer_status s) {
@@ -509,6 +854,8 @@ static void LIBUSB_CALL on_transfer_done(struct libusb_transfer *xfer) {
                 } else
                         memcpy(urb_data(u), t->control + LIBUSB_CONTROL_SETUP_SIZE, actual);
         }
+        if (t->control)
+                note_wakeup_setting(p, t->control, status, t->control + LIBUSB_CONTROL_SETUP_SIZE, actual);
         /* As try_transfer() does for our own functions: vhci does not enforce URB_SHORT_NOT_OK, and
          * usb-storage relies on it for bulk IN. */
         if (status == 0 && !t->control && u->in && actual < u->length && (u->transfer_flags & USBIP_URB_SHORT_NOT_OK))
@@ -745,9 +1092,14 @@ static void passthrough_describe(void *function, FILE *f) {
         json_write_string(f, p->path);
         fprintf(f, ", \"vendor_id\": \"%04x\", \"product_id\": \"%04x\", \"gone\": %s, \"in_flight\": %u"
                 ", \"forwarded\": %" PRIu64 ", \"local_requests\": %" PRIu64 ", \"stalls\": %" PRIu64
-                ", \"errors\": %" PRIu64 ", \"cancelled\": %" PRIu64 ", \"detached_interfaces\": %zu",
+                ", \"errors\": %" PRIu64 ", \"cancelled\": %" PRIu64 ", \"detached_interfaces\": %zu"
+                ", \"pm\": %s, \"suspend_allowed\": %s, \"idles\": %" PRIu64 ", \"resumes\": %" PRIu64
+                ", \"real_resumes\": %" PRIu64 ", \"wakeups_forwarded\": %" PRIu64
+                ", \"wakeups_refused\": %" PRIu64,
                 p->vendor_id, p->product_id, p->gone ? "true" : "false", p->n_transfers, p->forwarded,
-                p->local_requests, p->stalls, p->errors, p->cancelled, p->n_detached);
+                p->local_requests, p->stalls, p->errors, p->cancelled, p->n_detached, p->pm ? "true" : "false",
+                p->suspend_allowed ? "true" : "false", p->idles, p->resumes, p->real_resumes,
+                p->wakeups_forwarded, p->wakeups_refused);
 }
 
 /* Cancelled transfers must come back before the handle closes: usbfs still owns their URBs. */
@@ -774,6 +1126,9 @@ static void passthrough_free(void *function) {
 
         if (!p)
                 return;
+        /* Awake for the give-back, and no thread left behind. */
+        pm_keep_awake(p);
+        (void) waiter_stop(p);
         if (p->handle) {
                 drain(p);
                 give_back(p);
@@ -784,16 +1139,23 @@ static void passthrough_free(void *function) {
                 sd_event_source_disable_unref(p->polls[i].source);
         sd_event_source_disable_unref(p->timer);
         sd_event_source_disable_unref(p->gone_source);
-        /* Transfers that never came back stay allocated: libusb may still touch them. */
+        sd_event_source_disable_unref(p->waiter_source);
+        if (p->waiter_fd >= 0)
+                close(p->waiter_fd);
+        /* Transfers that never came back stay allocated: libusb may still touch them, and usbfs their
+         * buffers, so the file stays open too. */
         if (p->n_transfers == 0) {
                 if (p->handle)
                         libusb_close(p->handle);
                 if (p->ctx)
                         libusb_exit(p->ctx);
+                if (p->usbfs_fd >= 0)
+                        close(p->usbfs_fd); /* libusb_close() leaves a wrapped file open */
         }
         for (size_t i = 0; i < p->n_configs; i++)
                 passthrough_config_desc_done(&p->configs[i]);
         sd_event_unref(p->event);
+        free(p->sysfs);
         free(p->name);
         free(p);
 }
@@ -801,6 +1163,7 @@ static void passthrough_free(void *function) {
 static const UsbFunctionOps passthrough_ops = {
         .submit = passthrough_submit,
         .cancel = passthrough_cancel,
+        .link_changed = passthrough_link_changed,
         .describe = passthrough_describe,
         .free = passthrough_free,
 };
@@ -943,6 +1306,27 @@ static int read_configs(Passthrough *p, const char *name, uint8_t n) {
         return 0;
 }
 
+/* Opens the device's usbfs file ourselves and hands it to libusb: the power management ioctls must act
+ * on the file libusb submits on, or the usage count of another open file keeps the device awake. */
+static int open_usbfs(Passthrough *p, libusb_device *dev) {
+        char node[64];
+        int r;
+
+        snprintf(node, sizeof(node), "/dev/bus/usb/%03u/%03u", libusb_get_bus_number(dev),
+                 libusb_get_device_address(dev));
+        p->usbfs_fd = open(node, O_RDWR | O_CLOEXEC);
+        if (p->usbfs_fd < 0)
+                return log_error_errno(errno, "%s: cannot open %s (%s): %m", p->name, node, p->path);
+        r = libusb_wrap_sys_device(p->ctx, (intptr_t) p->usbfs_fd, &p->handle);
+        if (r < 0) {
+                p->handle = NULL;
+                return log_error_errno(r == LIBUSB_ERROR_ACCESS ? EACCES : EIO,
+                                       "%s: libusb cannot use %s (%s): %s", p->name, node, p->path,
+                                       libusb_strerror(r));
+        }
+        return 0;
+}
+
 int passthrough_new(sd_event *event, const PassthroughConfig *cfg, UsbDevice **ret) {
         _cleanup_(usb_device_freep) UsbDevice *d = NULL;
         libusb_device *dev = NULL;
@@ -957,6 +1341,8 @@ int passthrough_new(sd_event *event, const PassthroughConfig *cfg, UsbDevice **r
                 return log_oom();
         p->event = sd_event_ref(event);
         p->original_config = -1;
+        p->usbfs_fd = -EBADF;
+        p->waiter_fd = -EBADF;
         p->name = strdup(cfg->name);
         if (!p->name) {
                 passthrough_free(p);
@@ -979,13 +1365,11 @@ int passthrough_new(sd_event *event, const PassthroughConfig *cfg, UsbDevice **r
         if (device_path(dev, p->path, sizeof(p->path)) < 0)
                 snprintf(p->path, sizeof(p->path), "?");
         speed = speed_from_libusb(libusb_get_device_speed(dev));
-        r = libusb_open(dev, &p->handle);
+        r = open_usbfs(p, dev);
         libusb_unref_device(dev);
         if (r < 0) {
-                p->handle = NULL;
                 passthrough_free(p);
-                return log_error_errno(r == LIBUSB_ERROR_ACCESS ? EACCES : EIO, "%s: cannot open %s: %s", cfg->name,
-                                       p->path, libusb_strerror(r));
+                return r;
         }
 
         r = read_descriptor(p, cfg->name, USB_DT_DEVICE, 0, raw_device, sizeof(raw_device));
@@ -1027,6 +1411,9 @@ int passthrough_new(sd_event *event, const PassthroughConfig *cfg, UsbDevice **r
                         return r; /* freeing d gives back what was claimed so far */
         }
         r = watch_libusb(p);
+        if (r < 0)
+                return r;
+        r = pm_setup(p);
         if (r < 0)
                 return r;
 

@@ -11,7 +11,11 @@
  * to it asynchronously on the event loop (libusb's file descriptors are sd-event sources). The
  * exported UsbDevice carries the real descriptors; the device itself answers every request but the
  * few the kernel must make itself (SET_CONFIGURATION, SET_INTERFACE, CLEAR_FEATURE(ENDPOINT_HALT)).
- * Devices with isochronous endpoints, and hubs, are refused. */
+ * Devices with isochronous endpoints, and hubs, are refused.
+ *
+ * Behind one of our hubs, the port's suspend lets the real device autosuspend under its own kernel's
+ * policy, the port's resume wakes it before traffic flows, and a resume of its own (remote wakeup) is
+ * signalled through the hub (docs/passthrough.md says exactly what maps and what cannot). */
 
 typedef struct Passthrough Passthrough;
 
@@ -33,3 +37,20 @@ int passthrough_parse_config(const uint8_t *raw, size_t len, UsbConfigDesc *ret)
 void passthrough_config_desc_done(UsbConfigDesc *c);
 /* The first isochronous endpoint of a configuration (and its interface), or NULL. */
 const UsbEndpointDesc *passthrough_find_isochronous(const UsbConfigDesc *c, const UsbInterfaceDesc **ret_intf);
+
+/* A real device's power/control, read from its sysfs directory: 1 "auto" (it may autosuspend), 0 "on",
+ * -EBADMSG for anything else, or the negative errno of reading it. */
+int passthrough_power_control(const char *sysfs_dir);
+
+/* What a control request the real device completed says of its remote wakeup setting. */
+typedef enum PassthroughWakeupNote {
+        PASSTHROUGH_WAKEUP_NOTHING,
+        PASSTHROUGH_WAKEUP_ARMED_BY_HOST,     /* SET_FEATURE(DEVICE_REMOTE_WAKEUP) went through */
+        PASSTHROUGH_WAKEUP_DISARMED_BY_HOST,  /* CLEAR_FEATURE(DEVICE_REMOTE_WAKEUP) went through */
+        PASSTHROUGH_WAKEUP_ARMED,             /* GET_STATUS(device) says armed */
+        PASSTHROUGH_WAKEUP_DISARMED,          /* GET_STATUS(device) says not armed */
+} PassthroughWakeupNote;
+
+/* setup: the 8 bytes of the request; data/actual: what the device answered; status: how it completed. */
+PassthroughWakeupNote passthrough_wakeup_note(const uint8_t setup[static 8], int32_t status,
+                                              const uint8_t *data, uint32_t actual);

@@ -475,6 +475,8 @@ void usb_device_set_link(UsbDevice *d, UsbLinkState link, uint64_t now_usec) {
         log_debug("%s: link %s -> %s", d->name, usb_link_state_to_string(old), usb_link_state_to_string(link));
         d->link = link;
         d->link_since_usec = now_usec;
+        if (d->ops && d->ops->link_changed)
+                d->ops->link_changed(d->function, old, link);
         if (d->link_hook)
                 d->link_hook(d, old, d->link_hook_userdata);
         if (link == USB_LINK_CONNECTED && d->link == USB_LINK_CONNECTED)
@@ -503,12 +505,58 @@ void usb_device_set_configured(UsbDevice *d, uint8_t value) {
         log_debug("%s: configuration %u", d->name, value);
 }
 
+void usb_device_note_remote_wakeup(UsbDevice *d, bool armed, bool by_host) {
+        if (by_host) {
+                if (armed)
+                        d->stats.remote_wakeup_sets++;
+                else
+                        d->stats.remote_wakeup_clears++;
+        }
+        if (d->remote_wakeup != armed)
+                log_debug("%s: remote wakeup %s %s", d->name, armed ? "armed" : "disarmed",
+                          by_host ? "by the host" : "as the device reports");
+        d->remote_wakeup = armed;
+}
+
 void usb_device_complete(UsbDevice *d, Urb *u, int32_t status, uint32_t actual_length) {
         urb_queue_remove(&d->pending[ep_index(u->ep, u->in)], u);
         d->n_pending--;
         if (status == -EPIPE)
                 d->stats.stalls++;
         urb_complete(u, status, actual_length);
+}
+
+/* The faults that strike standard requests strike the forwarded ones too, before they reach the real
+ * device: it is the one answering them. Returns true when the URB was answered here. */
+static bool forward_fault(UsbDevice *d, Urb *u, uint64_t now_usec) {
+        UsbSetup s;
+
+        usb_setup_decode(u->setup, &s);
+        if (usb_setup_type(&s) != USB_TYPE_STANDARD || usb_setup_recipient(&s) != USB_RECIP_DEVICE)
+                return false;
+        if (s.bRequest == USB_REQ_SET_FEATURE && s.wValue == USB_DEVICE_REMOTE_WAKEUP &&
+            fault_fire(d, FAULT_REMOTE_WAKEUP_STALL, now_usec,
+                       "SET_FEATURE(DEVICE_REMOTE_WAKEUP) stalled")) {
+                d->stats.stalls++;
+                urb_complete(u, -EPIPE, 0);
+                return true;
+        }
+        if (s.bRequest != USB_REQ_GET_STATUS || !d->resume_status_due)
+                return false;
+        d->resume_status_due = false;
+        if (fault_fire(d, FAULT_RESUME_STATUS_STALL, now_usec, "GET_STATUS after resume stalled")) {
+                d->stats.stalls++;
+                urb_complete(u, -EPIPE, 0);
+                return true;
+        }
+        if (fault_fire(d, FAULT_RESUME_STATUS_TIMEOUT, now_usec,
+                       "GET_STATUS after resume left unanswered")) {
+                /* As for our own devices: the transport holds the completion until the kernel unlinks. */
+                u->hold_usec = URB_HOLD_FOREVER;
+                urb_complete(u, 0, 0);
+                return true;
+        }
+        return false;
 }
 
 /* A forwarding function gets the URB as it is; the device only keeps it findable and bounded, and
@@ -529,6 +577,9 @@ static int submit_forward(UsbDevice *d, Urb *u, uint64_t now_usec) {
                     s.bRequest == USB_REQ_GET_DESCRIPTOR && (s.wValue >> 8) == USB_DT_DEVICE)
                         note_device_descriptor_read(d, &s);
         }
+
+        if (u->ep == 0 && forward_fault(d, u, now_usec))
+                return 0;
 
         urb_queue_push(q, u);
         d->n_pending++;

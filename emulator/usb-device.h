@@ -24,6 +24,18 @@ typedef enum UsbDeviceState {
 
 const char *usb_device_state_to_string(UsbDeviceState s) _const_;
 
+/* How the device is connected, as its upstream port sees it. A device on a vhci root port is always
+ * CONNECTED: vhci keeps root-port suspend local. Behind our hub the hub model moves it. */
+typedef enum UsbLinkState {
+        USB_LINK_CONNECTED,
+        USB_LINK_SUSPENDED,    /* the hub port is suspended: the device answers nothing */
+        USB_LINK_UNPLUGGED,    /* no longer on any port */
+        _USB_LINK_STATE_MAX,
+        _USB_LINK_STATE_INVALID = -EINVAL,
+} UsbLinkState;
+
+const char *usb_link_state_to_string(UsbLinkState s) _const_;
+
 typedef struct UsbFunctionOps {
         /* Class or vendor request on ep0. OUT data is in data[0..setup->wLength). Returns the number of
          * IN bytes written to data (at most size), 0 for OUT, or -EPIPE to STALL. */
@@ -52,6 +64,10 @@ typedef struct UsbFunctionOps {
          * connection gone): the function must drop every reference to it, its buffer included. */
         int (*submit)(void *function, Urb *u);
         void (*cancel)(void *function, Urb *u);
+        /* The upstream port moved the link, told before waiting URBs are retried and before the fault
+         * injector hears of it: a forwarding function lets what it forwards to idle while the link is
+         * suspended, and wakes it before traffic flows again. */
+        void (*link_changed)(void *function, UsbLinkState old, UsbLinkState link);
 } UsbFunctionOps;
 
 #define USB_DEVICE_MAX_STRINGS 8
@@ -67,18 +83,6 @@ typedef struct UsbDeviceStats {
         uint64_t bus_resets_inferred; /* addr-0 device descriptor read while configured */
         uint64_t remote_wakeup_sets, remote_wakeup_clears;
 } UsbDeviceStats;
-
-/* How the device is connected, as its upstream port sees it. A device on a vhci root port is always
- * CONNECTED: vhci keeps root-port suspend local. Behind our hub the hub model moves it. */
-typedef enum UsbLinkState {
-        USB_LINK_CONNECTED,
-        USB_LINK_SUSPENDED,    /* the hub port is suspended: the device answers nothing */
-        USB_LINK_UNPLUGGED,    /* no longer on any port */
-        _USB_LINK_STATE_MAX,
-        _USB_LINK_STATE_INVALID = -EINVAL,
-} UsbLinkState;
-
-const char *usb_link_state_to_string(UsbLinkState s) _const_;
 
 typedef struct UsbDevice UsbDevice;
 
@@ -146,6 +150,10 @@ void usb_device_complete(UsbDevice *d, Urb *u, int32_t status, uint32_t actual_l
 
 /* A forwarding function reports the configuration the device really took (SET_CONFIGURATION). */
 void usb_device_set_configured(UsbDevice *d, uint8_t value);
+/* A forwarding function reports the remote wakeup setting of the device it forwards to: what a
+ * SET/CLEAR_FEATURE(DEVICE_REMOTE_WAKEUP) of the host left (`by_host`, counted in the stats), or what
+ * the device's answer to GET_STATUS says. */
+void usb_device_note_remote_wakeup(UsbDevice *d, bool armed, bool by_host);
 
 /* Retries waiting URBs, e.g. after the function got new data from outside. */
 void usb_device_kick(UsbDevice *d);

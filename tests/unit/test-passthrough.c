@@ -1,9 +1,16 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 /* Passthrough without a real device: the descriptor tables it builds from what a device answers, the
- * --passthrough / [passthrough NAME] syntax, and the forwarding hooks of usb-device.c it rides on. */
+ * --passthrough / [passthrough NAME] syntax, the forwarding hooks of usb-device.c it rides on, and the
+ * power management bookkeeping that needs no kernel (what a request says of remote wakeup, power/control,
+ * link notifications, faults on forwarded requests). */
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "emu-config.h"
+#include "fault.h"
 #include "passthrough.h"
 #include "tests.h"
 #include "usb-device.h"
@@ -215,9 +222,19 @@ static void fake_cancel(void *function, Urb *u) {
         ((Fake *) function)->cancelled = u;
 }
 
+static UsbLinkState fake_link_old = _USB_LINK_STATE_INVALID, fake_link_new = _USB_LINK_STATE_INVALID;
+static unsigned fake_link_calls;
+
+static void fake_link_changed(void *function, UsbLinkState old, UsbLinkState link) {
+        fake_link_old = old;
+        fake_link_new = link;
+        fake_link_calls++;
+}
+
 static const UsbFunctionOps fake_ops = {
         .submit = fake_submit,
         .cancel = fake_cancel,
+        .link_changed = fake_link_changed,
 };
 
 static int n_completed;
@@ -306,5 +323,218 @@ static void test_forwarding(void) {
         usb_device_free(d);
 }
 
+static void setup_bytes(uint8_t out[8], uint8_t type, uint8_t request, uint16_t value, uint16_t index,
+                        uint16_t length) {
+        usb_setup_encode(out, &(UsbSetup) { .bmRequestType = type, .bRequest = request, .wValue = value,
+                                            .wIndex = index, .wLength = length });
+}
+
+static void test_wakeup_note(void) {
+        static const uint8_t armed[2] = { 0x02, 0x00 }, self_powered[2] = { 0x01, 0x00 };
+        uint8_t s[8];
+
+        setup_bytes(s, USB_DIR_OUT | USB_TYPE_STANDARD | USB_RECIP_DEVICE, USB_REQ_SET_FEATURE,
+                    USB_DEVICE_REMOTE_WAKEUP, 0, 0);
+        ASSERT_EQ(passthrough_wakeup_note(s, 0, NULL, 0), PASSTHROUGH_WAKEUP_ARMED_BY_HOST);
+        /* A device without remote wakeup stalls it: nothing is armed. */
+        ASSERT_EQ(passthrough_wakeup_note(s, -EPIPE, NULL, 0), PASSTHROUGH_WAKEUP_NOTHING);
+
+        setup_bytes(s, USB_DIR_OUT | USB_TYPE_STANDARD | USB_RECIP_DEVICE, USB_REQ_CLEAR_FEATURE,
+                    USB_DEVICE_REMOTE_WAKEUP, 0, 0);
+        ASSERT_EQ(passthrough_wakeup_note(s, 0, NULL, 0), PASSTHROUGH_WAKEUP_DISARMED_BY_HOST);
+
+        /* Other features, other recipients, other request types say nothing of it. */
+        setup_bytes(s, USB_DIR_OUT | USB_TYPE_STANDARD | USB_RECIP_DEVICE, USB_REQ_SET_FEATURE, 2 /* TEST_MODE */,
+                    0x0400, 0);
+        ASSERT_EQ(passthrough_wakeup_note(s, 0, NULL, 0), PASSTHROUGH_WAKEUP_NOTHING);
+        setup_bytes(s, USB_DIR_OUT | USB_TYPE_STANDARD | USB_RECIP_ENDPOINT, USB_REQ_CLEAR_FEATURE,
+                    USB_ENDPOINT_HALT, 0x81, 0);
+        ASSERT_EQ(passthrough_wakeup_note(s, 0, NULL, 0), PASSTHROUGH_WAKEUP_NOTHING);
+        setup_bytes(s, USB_DIR_OUT | USB_TYPE_CLASS | USB_RECIP_DEVICE, USB_REQ_SET_FEATURE,
+                    USB_DEVICE_REMOTE_WAKEUP, 0, 0);
+        ASSERT_EQ(passthrough_wakeup_note(s, 0, NULL, 0), PASSTHROUGH_WAKEUP_NOTHING);
+
+        /* GET_STATUS(device) tells what the device holds, whoever set or cleared it. */
+        setup_bytes(s, USB_DIR_IN | USB_TYPE_STANDARD | USB_RECIP_DEVICE, USB_REQ_GET_STATUS, 0, 0, 2);
+        ASSERT_EQ(passthrough_wakeup_note(s, 0, armed, 2), PASSTHROUGH_WAKEUP_ARMED);
+        ASSERT_EQ(passthrough_wakeup_note(s, 0, self_powered, 2), PASSTHROUGH_WAKEUP_DISARMED);
+        ASSERT_EQ(passthrough_wakeup_note(s, 0, armed, 1), PASSTHROUGH_WAKEUP_NOTHING);   /* short */
+        ASSERT_EQ(passthrough_wakeup_note(s, -EPROTO, armed, 2), PASSTHROUGH_WAKEUP_NOTHING);
+        setup_bytes(s, USB_DIR_IN | USB_TYPE_STANDARD | USB_RECIP_INTERFACE, USB_REQ_GET_STATUS, 0, 0, 2);
+        ASSERT_EQ(passthrough_wakeup_note(s, 0, armed, 2), PASSTHROUGH_WAKEUP_NOTHING);
+}
+
+static void write_file(const char *dir, const char *name, const char *text) {
+        char fn[256];
+        int fd;
+
+        snprintf(fn, sizeof(fn), "%s/%s", dir, name);
+        fd = open(fn, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        ASSERT_TRUE(fd >= 0);
+        ASSERT_EQ(write(fd, text, strlen(text)), (ssize_t) strlen(text));
+        close(fd);
+}
+
+static void test_power_control(void) {
+        char dir[] = "/tmp/test-passthrough-XXXXXX", power[64];
+
+        ASSERT_TRUE(mkdtemp(dir) != NULL);
+        ASSERT_ERR(passthrough_power_control(dir), ENOENT);
+        snprintf(power, sizeof(power), "%s/power", dir);
+        ASSERT_OK(mkdir(power, 0755));
+        write_file(dir, "power/control", "auto\n");
+        ASSERT_EQ(passthrough_power_control(dir), 1);
+        write_file(dir, "power/control", "on\n");
+        ASSERT_EQ(passthrough_power_control(dir), 0);
+        write_file(dir, "power/control", "sometimes\n");
+        ASSERT_ERR(passthrough_power_control(dir), EBADMSG);
+        write_file(dir, "power/control", "");
+        ASSERT_ERR(passthrough_power_control(dir), EBADMSG);
+
+        snprintf(power, sizeof(power), "%s/power/control", dir);
+        ASSERT_OK(unlink(power));
+        snprintf(power, sizeof(power), "%s/power", dir);
+        ASSERT_OK(rmdir(power));
+        ASSERT_OK(rmdir(dir));
+}
+
+static unsigned hook_calls;
+static unsigned hook_saw_function_calls;
+
+static void on_link_hook(UsbDevice *d, UsbLinkState old, void *userdata) {
+        hook_calls++;
+        hook_saw_function_calls = fake_link_calls;
+}
+
+static const UsbConfigDesc wakeup_configs[] = { { .bConfigurationValue = 1, .bmAttributes = 0xa0 } };
+static const UsbDeviceDesc wakeup_desc = { .bcdUSB = 0x0200, .bMaxPacketSize0 = 64, .bNumConfigurations = 1,
+                                           .configs = wakeup_configs };
+
+/* The function hears of every link change, before the fault injector's hook and only on a change. */
+static void test_link_changed(void) {
+        UsbDevice *d;
+        Fake f = {};
+
+        ASSERT_OK(usb_device_new("fake", &wakeup_desc, USB_SPEED_HIGH, &d));
+        usb_device_set_function(d, &fake_ops, &f);
+        d->link_hook = on_link_hook;
+        fake_link_calls = hook_calls = 0;
+
+        usb_device_set_link(d, USB_LINK_SUSPENDED, 1);
+        ASSERT_EQ(fake_link_calls, 1);
+        ASSERT_EQ(fake_link_old, USB_LINK_CONNECTED);
+        ASSERT_EQ(fake_link_new, USB_LINK_SUSPENDED);
+        ASSERT_EQ(hook_calls, 1);
+        ASSERT_EQ(hook_saw_function_calls, 1);
+
+        usb_device_set_link(d, USB_LINK_SUSPENDED, 2);
+        ASSERT_EQ(fake_link_calls, 1);
+
+        usb_device_set_link(d, USB_LINK_CONNECTED, 3);
+        ASSERT_EQ(fake_link_calls, 2);
+        ASSERT_EQ(fake_link_old, USB_LINK_SUSPENDED);
+        ASSERT_EQ(fake_link_new, USB_LINK_CONNECTED);
+
+        usb_device_set_link(d, USB_LINK_UNPLUGGED, 4);
+        ASSERT_EQ(fake_link_new, USB_LINK_UNPLUGGED);
+        ASSERT_EQ(hook_calls, 3);
+
+        /* What the real device took or reports is the exported device's remote wakeup setting. */
+        usb_device_note_remote_wakeup(d, true, true);
+        ASSERT_TRUE(d->remote_wakeup);
+        ASSERT_EQ(d->stats.remote_wakeup_sets, 1);
+        usb_device_note_remote_wakeup(d, false, false);
+        ASSERT_FALSE(d->remote_wakeup);
+        ASSERT_EQ(d->stats.remote_wakeup_clears, 0);
+        usb_device_note_remote_wakeup(d, false, true);
+        ASSERT_EQ(d->stats.remote_wakeup_clears, 1);
+
+        d->ops = NULL;
+        usb_device_free(d);
+}
+
+static Urb *make_control(uint32_t seqnum, uint8_t type, uint8_t request, uint16_t value, uint16_t length) {
+        Urb *u = make_urb(seqnum, 0, type & USB_DIR_IN);
+
+        setup_bytes(u->setup, type, request, value, 0, length);
+        return u;
+}
+
+static void add_fault(UsbDevice *d, const char *spec) {
+        _cleanup_free_ char *error = NULL;
+        Fault *f, **tail;
+
+        ASSERT_OK(fault_parse(spec, 1, &f, &error));
+        for (tail = &d->faults; *tail; tail = &(*tail)->next)
+                ;
+        *tail = f;
+}
+
+static uint64_t held_usec;
+
+static void on_complete_held(Urb *u, void *userdata) {
+        held_usec = u->hold_usec;
+        on_complete(u, userdata);
+}
+
+/* The faults that strike standard requests of our own devices strike forwarded ones before they reach
+ * the real device. */
+static void test_forward_faults(void) {
+        const uint8_t std_out = USB_DIR_OUT | USB_TYPE_STANDARD | USB_RECIP_DEVICE;
+        const uint8_t std_in = USB_DIR_IN | USB_TYPE_STANDARD | USB_RECIP_DEVICE;
+        UsbDevice *d;
+        Fake f = {};
+        Urb *u;
+
+        ASSERT_OK(usb_device_new("fake", &wakeup_desc, USB_SPEED_HIGH, &d));
+        usb_device_set_function(d, &fake_ops, &f);
+        add_fault(d, "remote-wakeup-stall count=1");
+        add_fault(d, "resume-status-stall count=1");
+        add_fault(d, "resume-status-timeout count=1");
+        n_completed = 0;
+
+        u = make_control(1, std_out, USB_REQ_SET_FEATURE, USB_DEVICE_REMOTE_WAKEUP, 0);
+        ASSERT_OK(usb_device_submit(d, u, 1));
+        ASSERT_EQ(n_completed, 1);
+        ASSERT_EQ(last_status, -EPIPE);
+        ASSERT_EQ(f.n_taken, 0);
+        ASSERT_EQ(d->n_pending, 0);
+        /* Once: the next one reaches the device. */
+        u = make_control(2, std_out, USB_REQ_SET_FEATURE, USB_DEVICE_REMOTE_WAKEUP, 0);
+        ASSERT_OK(usb_device_submit(d, u, 2));
+        ASSERT_EQ(f.n_taken, 1);
+        usb_device_complete(d, u, 0, 0);
+
+        /* GET_STATUS(device) without a resume before it: forwarded. */
+        ASSERT_OK(usb_device_submit(d, u = make_control(3, std_in, USB_REQ_GET_STATUS, 0, 2), 3));
+        ASSERT_EQ(f.n_taken, 2);
+        usb_device_complete(d, u, 0, 2);
+
+        usb_device_set_link(d, USB_LINK_SUSPENDED, 4);
+        usb_device_set_link(d, USB_LINK_CONNECTED, 5);
+        ASSERT_OK(usb_device_submit(d, make_control(4, std_in, USB_REQ_GET_STATUS, 0, 2), 6));
+        ASSERT_EQ(last_status, -EPIPE);
+        ASSERT_EQ(f.n_taken, 2);
+
+        usb_device_set_link(d, USB_LINK_SUSPENDED, 7);
+        usb_device_set_link(d, USB_LINK_CONNECTED, 8);
+        u = make_control(5, std_in, USB_REQ_GET_STATUS, 0, 2);
+        u->complete = on_complete_held;
+        ASSERT_OK(usb_device_submit(d, u, 9));
+        ASSERT_EQ(held_usec, URB_HOLD_FOREVER);
+        ASSERT_EQ(f.n_taken, 2);
+
+        /* Every fault spent: the status after the next resume goes to the device. */
+        usb_device_set_link(d, USB_LINK_SUSPENDED, 10);
+        usb_device_set_link(d, USB_LINK_CONNECTED, 11);
+        ASSERT_OK(usb_device_submit(d, u = make_control(6, std_in, USB_REQ_GET_STATUS, 0, 2), 12));
+        ASSERT_EQ(f.n_taken, 3);
+        usb_device_complete(d, u, 0, 2);
+
+        d->ops = NULL;
+        usb_device_free(d);
+}
+
 TEST_MAIN(TEST(test_parse_msc), TEST(test_parse_alternate_settings), TEST(test_parse_malformed), TEST(test_spec),
-          TEST(test_ini), TEST(test_forwarding))
+          TEST(test_ini), TEST(test_forwarding), TEST(test_wakeup_note), TEST(test_power_control),
+          TEST(test_link_changed), TEST(test_forward_faults))
