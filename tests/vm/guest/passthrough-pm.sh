@@ -6,7 +6,9 @@
 # the importer armed for remote wakeup (usbhid, event node open) signals wakeup on dummy_hcd while both
 # are suspended: the exported keyboard resumes through the hub without I/O from the importer. A real
 # device with power/control=on stays awake, with one notice; stopping drowse-emu while the real device
-# sleeps neither hangs nor keeps the device.
+# sleeps neither hangs nor keeps the device. A resume-stuck fault injected while both sleep makes the
+# importer give the device up and enumerate it again; and the real device imports over TCP with the
+# stock usbip tools too.
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/../guest-lib.sh
 . "$DROWSE_VM_LIB"
@@ -195,6 +197,28 @@ vm_log "drowse-emu stopped in $((($(date +%s%N) - start) / 1000000)) ms with the
 vm_wait_for 30 driver_is "$rname:1.0" usb-storage
 vm_wait_for 60 disk_on dummy_hcd
 check_dmesg "stop while suspended"
+
+vm_log "== the same real device imported over TCP with the stock usbip tools"
+ip link set lo up
+start_emu emu-tcp.log --passthrough "$rname,name=gadget" --listen 127.0.0.1:3241
+vm_wait_for 20 usbip --tcp-port 3241 list -r 127.0.0.1
+list=$(usbip --tcp-port 3241 list -r 127.0.0.1)
+busid=$(sed -n 's/^ *\([0-9]*-[0-9.]*\): .*(0525:a4a5)$/\1/p' <<<"$list" | head -n1)
+[[ -n $busid ]] || vm_fail "usbip list -r does not show the passthrough device (0525:a4a5): $list"
+driver_is "$rname:1.0" usbfs || vm_fail "the real device is not claimed by usbfs while exported over TCP"
+usbip --tcp-port 3241 attach -r 127.0.0.1 -b "$busid" || vm_fail "usbip attach -b $busid failed"
+vm_wait_for 60 disk_on vhci_hcd
+[[ $(dd if="/dev/$disk" bs=1M count=4 iflag=direct status=none | sha256sum) == "$sum" ]] ||
+        vm_fail "data read over TCP through passthrough differs"
+port=$(usbip port | sed -n 's/^Port \([0-9]*\): <Port in Use>.*/\1/p' | head -n1)
+[[ -n $port ]] || vm_fail "no imported port in usbip port"
+usbip detach -p "$port" || vm_fail "usbip detach -p $port failed"
+gone_from_vhci() { ! usb_dev_of_serial "$serial" vhci_hcd >/dev/null; }
+vm_wait_for 30 gone_from_vhci
+stop_emu
+vm_wait_for 30 driver_is "$rname:1.0" usb-storage
+vm_log "imported over TCP as $busid (payload intact), detached with usbip, the real device is back with usb-storage"
+check_dmesg "TCP import"
 
 vm_log "== remote wakeup: a HID gadget the importer armed wakes the exported keyboard through the hub"
 vm_modprobe usbhid
