@@ -98,6 +98,16 @@ vm_usb_disks() {
         return 0
 }
 
+# vm_chain_suspended DISK: true when the disk's whole runtime-PM chain (the SCSI device, target,
+# host, USB interface and USB device, from /sys/block/DISK/device up) reads runtime_status suspended.
+vm_chain_suspended() {
+        local sdev n
+        sdev=$(readlink -f "/sys/block/$1/device")
+        for n in "$sdev" "${sdev%/*}" "${sdev%/*/*}" "${sdev%/*/*/*}" "${sdev%/*/*/*/*}"; do
+                [[ $(<"$n/power/runtime_status") == suspended ]] || return 1
+        done
+}
+
 # vm_disk_of_serial SERIAL: print the sd block device (sda ...) of the USB device with this serial.
 vm_disk_of_serial() {
         local d p

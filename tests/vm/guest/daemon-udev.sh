@@ -21,13 +21,6 @@ bus_pid=
 trap cleanup EXIT
 
 usb_of() { local p; p=$(readlink -f "/sys/block/$1/device"); p=${p%/*/*/*/*}; echo "${p##*/}"; }
-chain_suspended() {
-        local sdev n
-        sdev=$(readlink -f "/sys/block/$1/device")
-        for n in "$sdev" "${sdev%/*}" "${sdev%/*/*}" "${sdev%/*/*/*}" "${sdev%/*/*/*/*}"; do
-                [[ $(<"$n/power/runtime_status") == suspended ]] || return 1
-        done
-}
 state_is() { ctl list --json | grep -q "\"sysname\":\"$1\",[^}]*\"state\":\"$2\""; }
 
 vm_modprobe dummy_hcd num=2
@@ -85,7 +78,7 @@ drowsed_pid=$!
 vm_wait_for 20 state_is "$usb_a" autosuspend
 ctl list --json | grep -q "\"sysname\":\"$usb_a\",[^}]*allowed by hwdb (ID_AUTOSUSPEND=1)" ||
         vm_fail "a is not allowed by hwdb: $(ctl list --json)"
-vm_wait_for 20 chain_suspended "$disk_a"
+vm_wait_for 20 vm_chain_suspended "$disk_a"
 vm_log "disk a ($usb_a) suspended, whole chain"
 
 # Hotplug through udevd's monitor group.
@@ -99,7 +92,7 @@ vm_wait_for 20 state_is "$usb_b" excluded
 ctl why "$disk_b" | tee "$DROWSE_OUT/why-b.txt" >&2
 grep -q 'policy excluded: disabled by default' "$DROWSE_OUT/why-b.txt" || vm_fail "why b: $(<"$DROWSE_OUT/why-b.txt")"
 ctl status --json | grep -q '"monitor":"udev"' || vm_fail "not on the udev monitor"
-chain_suspended "$disk_a" || vm_fail "a woke up"
+vm_chain_suspended "$disk_a" || vm_fail "a woke up"
 ctl list >&2
 busctl() { command busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" "$@"; }
 devices=$(busctl call org.drowse1 /org/drowse1 org.drowse.Manager1 ListDevices)
@@ -166,5 +159,5 @@ vm_wait_for 20 power_is battery
 echo 0x0b >"/sys/bus/i2c/devices/i2c-$i2c_bus/delete_device"
 vm_wait_for 20 power_is ac
 vm_wait_for 20 delays_are 1000 1000
-vm_wait_for 20 chain_suspended "$disk_a"
+vm_wait_for 20 vm_chain_suspended "$disk_a"
 vm_log "AC/battery profiles follow a real power_supply: add, change, remove"

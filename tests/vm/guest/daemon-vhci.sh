@@ -19,13 +19,6 @@ cleanup() {
 trap cleanup EXIT
 
 usb_of() { local p; p=$(readlink -f "/sys/block/$1/device"); p=${p%/*/*/*/*}; echo "${p##*/}"; }
-chain_suspended() {
-        local sdev n
-        sdev=$(readlink -f "/sys/block/$1/device")
-        for n in "$sdev" "${sdev%/*}" "${sdev%/*/*}" "${sdev%/*/*/*}" "${sdev%/*/*/*/*}"; do
-                [[ $(<"$n/power/runtime_status") == suspended ]] || return 1
-        done
-}
 state_is() { ctl list --json | grep -q "\"sysname\":\"$1\",[^}]*\"state\":\"$2\""; }
 
 vm_modprobe vhci-hcd
@@ -52,15 +45,15 @@ ctl list | tee "$DROWSE_OUT/list.txt" >&2
 ctl list --json | grep -q "\"sysname\":\"$usb_b\",[^}]*vhci_hcd.0 root port: $usb_a already autosuspends there" ||
         vm_fail "b's refusal does not name the vhci reason: $(ctl list --json)"
 [[ $(<"/sys/bus/usb/devices/$usb_b/power/control") == on ]] || vm_fail "refused b's USB device is not on"
-vm_wait_for 30 chain_suspended "$disk_a"
+vm_wait_for 30 vm_chain_suspended "$disk_a"
 vm_log "a's whole chain suspended over vhci"
 dd if="/dev/$disk_a" of=/dev/null bs=64k count=16 iflag=direct status=none || vm_fail "read from $disk_a failed"
-vm_wait_for 30 chain_suspended "$disk_a"
+vm_wait_for 30 vm_chain_suspended "$disk_a"
 vm_log "a resumed for I/O and suspended again"
 
 vm_log "== the holder leaves: b takes the slot"
 ctl emu detach a || vm_fail "drowsectl emu detach a failed"
 vm_wait_for 30 state_is "$usb_b" autosuspend
-vm_wait_for 30 chain_suspended "$disk_b"
+vm_wait_for 30 vm_chain_suspended "$disk_b"
 ctl list >&2
 vm_log "drowsed on vhci passed"
