@@ -1355,7 +1355,13 @@ int passthrough_new(sd_event *event, const PassthroughConfig *cfg, UsbDevice **r
         if (r < 0) {
                 p->ctx = NULL;
                 passthrough_free(p);
-                return log_error_errno(EIO, "%s: cannot initialize libusb: %s", cfg->name, libusb_strerror(r));
+                /* libusb says only "Other error" when its uevent monitor cannot open a netlink socket,
+                 * which is what a sandbox without AF_NETLINK does: say what it needs. */
+                return log_error_errno(EIO,
+                                       "%s: cannot initialize libusb: %s (it needs /dev/bus/usb and a netlink "
+                                       "socket; under drowse-emu.service install the passthrough drop-in, see "
+                                       "drowse-emu(8), PASSTHROUGH)",
+                                       cfg->name, libusb_strerror(r));
         }
         r = find_device(p->ctx, cfg, &dev);
         if (r < 0) {

@@ -4,8 +4,9 @@
 # vhci_hcd through /sys; drowsed.service takes org.drowse1 on the system bus, writes the disk chain's
 # power/ attributes through ProtectKernelTunables= + ReadWritePaths=, and the chain suspends; the D-Bus
 # mutating methods refuse a non-root caller; reload, stop and restart behave, data written through
-# the disk survives a restart of the emulator; the journal holds no sandbox denial; and
-# `systemd-analyze security` rates both units live.
+# the disk survives a restart of the emulator; the journal holds no sandbox denial; passthrough of a
+# real device (a gadget on dummy_hcd) is refused by the sandbox as shipped and works with the shipped
+# drop-in (systemd/drowse-emu-passthrough.conf); and `systemd-analyze security` rates both units live.
 #
 # The units are the .in files as shipped with only @sbindir@ and @sysconfdir@ filled in (binaries of
 # the build without sanitizers: seccomp forbids LeakSanitizer's ptrace, and these are what ships).
@@ -83,14 +84,7 @@ dd if=/tmp/pattern of="/dev/$disk" bs=64k oflag=direct conv=fsync status=none ||
 vm_log "== drowsed.service: org.drowse1 on the system bus, the chain's policy written, the chain suspends"
 systemctl start drowsed.service || vm_fail "drowsed.service did not start: $(systemctl status drowsed.service --no-pager 2>&1 | tail -20)"
 active drowsed.service || vm_fail "drowsed.service is $(systemctl is-active drowsed.service)"
-chain_suspended() {
-        local sdev n
-        sdev=$(readlink -f "/sys/block/$1/device")
-        for n in "$sdev" "${sdev%/*}" "${sdev%/*/*}" "${sdev%/*/*/*}" "${sdev%/*/*/*/*}"; do
-                [[ $(<"$n/power/runtime_status") == suspended ]] || return 1
-        done
-}
-vm_wait_for 30 chain_suspended "$disk"
+vm_wait_for 30 vm_chain_suspended "$disk"
 sdev=$(readlink -f "/sys/block/$disk/device")
 [[ $(<"$sdev/power/control") == auto && $(<"$sdev/power/autosuspend_delay_ms") == 1000 ]] ||
         vm_fail "the LUN's power/ is $(<"$sdev/power/control") / $(<"$sdev/power/autosuspend_delay_ms"), not auto / 1000"
@@ -122,7 +116,7 @@ systemctl reload drowsed.service || vm_fail "systemctl reload drowsed failed"
 active drowsed.service || vm_fail "drowsed.service is $(systemctl is-active drowsed.service) after reload"
 cmp -n $((64 * 1024 * 16)) /tmp/pattern <(dd if="/dev/$disk" bs=64k count=16 iflag=direct status=none) ||
         vm_fail "read-back through the resumed disk differs"
-vm_wait_for 30 chain_suspended "$disk"
+vm_wait_for 30 vm_chain_suspended "$disk"
 
 vm_log "== restart of drowse-emu: the disk goes away, comes back, the data is still there"
 systemctl stop drowse-emu.service
@@ -133,7 +127,7 @@ vm_wait_for 60 vm_disk_of_serial UNITS001
 disk=$(vm_disk_of_serial UNITS001)
 cmp -n $((64 * 1024 * 16)) /tmp/pattern <(dd if="/dev/$disk" bs=64k count=16 iflag=direct status=none) ||
         vm_fail "the data written before the restart is not on the disk after it"
-vm_wait_for 30 chain_suspended "$disk"
+vm_wait_for 30 vm_chain_suspended "$disk"
 vm_log "the re-attached $disk holds the data and drowsed suspended its chain again"
 
 vm_log "== stop drowsed: a clean exit, its state in its StateDirectory"
@@ -152,6 +146,49 @@ if grep -E 'Operation not permitted|Permission denied|Read-only file system|SECC
         "$DROWSE_OUT/journal-drowse-emu.txt" "$DROWSE_OUT/journal-drowsed.txt" >&2; then
         vm_fail "the units' journal shows a denial (above)"
 fi
+
+vm_log "== passthrough under drowse-emu.service, with the shipped drop-in: a gadget on dummy_hcd behind a virtual hub"
+systemctl stop drowse-emu.service
+vm_wait_for 30 bash -c "! grep -qs UNITS001 /sys/bus/usb/devices/*/serial"
+vm_modprobe dummy_hcd
+truncate -s 16M /tmp/pt.img
+printf 'drowse passthrough under systemd\n' | dd of=/tmp/pt.img conv=notrunc status=none
+vm_gadget_disk pt /tmp/pt.img
+vm_wait_for 60 vm_disk_of_serial drowse-pt
+cat >"$etc/drowse/emu.conf" <<EOF
+[emulator]
+attach = yes
+vhci-controller = 0
+
+[hub h]
+ports = 2
+
+[passthrough gadget]
+device = 0525:a4a5:drowse-pt
+hub = h
+port = 2
+EOF
+pt_on() { local d; d=$(vm_disk_of_serial drowse-pt) && [[ $(readlink -f "/sys/block/$d/device") == */"$1".* ]]; }
+systemctl start drowse-emu.service && vm_fail "drowse-emu.service passed a device through without the drop-in"
+systemctl stop drowse-emu.service
+systemctl reset-failed drowse-emu.service 2>/dev/null || true
+journalctl -b -u drowse-emu.service --no-pager -o cat >"$DROWSE_OUT/journal-passthrough-refused.txt"
+grep -q "cannot initialize libusb: .*passthrough drop-in" "$DROWSE_OUT/journal-passthrough-refused.txt" ||
+        vm_fail "the refusal does not point at the drop-in: $(grep -m1 gadget "$DROWSE_OUT/journal-passthrough-refused.txt")"
+vm_log "without the drop-in: $(grep -m1 -o "gadget: cannot initialize libusb.*" "$DROWSE_OUT/journal-passthrough-refused.txt")"
+mkdir -p /run/systemd/system/drowse-emu.service.d
+cp "$DROWSE_SRC_DIR/systemd/drowse-emu-passthrough.conf" /run/systemd/system/drowse-emu.service.d/passthrough.conf
+systemctl daemon-reload
+systemctl start drowse-emu.service || vm_fail "drowse-emu.service with the passthrough drop-in did not start: $(systemctl status drowse-emu.service --no-pager 2>&1 | tail -20)"
+vm_wait_for 60 pt_on vhci_hcd
+pdisk=$(vm_disk_of_serial drowse-pt)
+[[ $(dd if="/dev/$pdisk" bs=512 count=1 iflag=direct status=none | head -c 32) == "drowse passthrough under systemd" ]] ||
+        vm_fail "the passed-through disk does not read back what the gadget's image holds"
+systemctl stop drowse-emu.service
+vm_wait_for 30 pt_on dummy_hcd
+vm_log "drowse-emu.service passed the gadget through (as $pdisk behind the virtual hub) with the drop-in, and gave it back"
+rm -r /run/systemd/system/drowse-emu.service.d
+systemctl daemon-reload
 
 vm_log "== systemd-analyze security, live"
 systemctl start drowsed.service
