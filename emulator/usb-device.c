@@ -195,6 +195,23 @@ static int get_descriptor(UsbDevice *d, const UsbSetup *s, uint8_t *buf, size_t 
         }
 }
 
+/* The faults on the GET_STATUS(device) that finishes a resume, for our own functions and forwarded
+ * requests alike: -EPIPE to stall it, -ETIMEDOUT to leave it unanswered, 0 to answer it. */
+static int resume_status_fault(UsbDevice *d, uint64_t now_usec) {
+        if (!d->resume_status_due)
+                return 0;
+        d->resume_status_due = false;
+        if (fault_fire(d, FAULT_RESUME_STATUS_STALL, now_usec, "GET_STATUS after resume stalled"))
+                return -EPIPE;
+        if (fault_fire(d, FAULT_RESUME_STATUS_TIMEOUT, now_usec, "GET_STATUS after resume left unanswered"))
+                return -ETIMEDOUT;
+        return 0;
+}
+
+static bool remote_wakeup_stall(UsbDevice *d, uint64_t now_usec) {
+        return fault_fire(d, FAULT_REMOTE_WAKEUP_STALL, now_usec, "SET_FEATURE(DEVICE_REMOTE_WAKEUP) stalled");
+}
+
 /* Standard requests: returns IN bytes (at most size), 0 for no-data requests, -EPIPE to STALL. */
 static int standard_request(UsbDevice *d, const UsbSetup *s, uint8_t *buf, size_t size, uint64_t now_usec) {
         uint8_t recipient = usb_setup_recipient(s);
@@ -218,15 +235,9 @@ static int standard_request(UsbDevice *d, const UsbSetup *s, uint8_t *buf, size_
                                 log_info("%s: GET_STATUS after %.1f s of silence: the host resumed the device",
                                          d->name, (double) (now_usec - d->last_urb_usec) / 1e6);
                         }
-                        if (d->resume_status_due) {
-                                d->resume_status_due = false;
-                                if (fault_fire(d, FAULT_RESUME_STATUS_STALL, now_usec,
-                                               "GET_STATUS after resume stalled"))
-                                        return -EPIPE;
-                                if (fault_fire(d, FAULT_RESUME_STATUS_TIMEOUT, now_usec,
-                                               "GET_STATUS after resume left unanswered"))
-                                        return -ETIMEDOUT;
-                        }
+                        r = resume_status_fault(d, now_usec);
+                        if (r < 0)
+                                return r;
                         put_le16(buf, status);
                         return 2;
                 }
@@ -254,8 +265,7 @@ static int standard_request(UsbDevice *d, const UsbSetup *s, uint8_t *buf, size_
                         /* A configuration that does not advertise remote wakeup has nothing to arm. */
                         if (!config || !(config->bmAttributes & USB_CONFIG_ATT_WAKEUP))
                                 return -EPIPE;
-                        if (set && fault_fire(d, FAULT_REMOTE_WAKEUP_STALL, now_usec,
-                                              "SET_FEATURE(DEVICE_REMOTE_WAKEUP) stalled"))
+                        if (set && remote_wakeup_stall(d, now_usec))
                                 return -EPIPE;
                         d->remote_wakeup = set;
                         if (set)
@@ -530,27 +540,22 @@ void usb_device_complete(UsbDevice *d, Urb *u, int32_t status, uint32_t actual_l
  * device: it is the one answering them. Returns true when the URB was answered here. */
 static bool forward_fault(UsbDevice *d, Urb *u, uint64_t now_usec) {
         UsbSetup s;
+        int r = 0;
 
         usb_setup_decode(u->setup, &s);
         if (usb_setup_type(&s) != USB_TYPE_STANDARD || usb_setup_recipient(&s) != USB_RECIP_DEVICE)
                 return false;
         if (s.bRequest == USB_REQ_SET_FEATURE && s.wValue == USB_DEVICE_REMOTE_WAKEUP &&
-            fault_fire(d, FAULT_REMOTE_WAKEUP_STALL, now_usec,
-                       "SET_FEATURE(DEVICE_REMOTE_WAKEUP) stalled")) {
+            remote_wakeup_stall(d, now_usec))
+                r = -EPIPE;
+        else if (s.bRequest == USB_REQ_GET_STATUS)
+                r = resume_status_fault(d, now_usec);
+        if (r == -EPIPE) {
                 d->stats.stalls++;
                 urb_complete(u, -EPIPE, 0);
                 return true;
         }
-        if (s.bRequest != USB_REQ_GET_STATUS || !d->resume_status_due)
-                return false;
-        d->resume_status_due = false;
-        if (fault_fire(d, FAULT_RESUME_STATUS_STALL, now_usec, "GET_STATUS after resume stalled")) {
-                d->stats.stalls++;
-                urb_complete(u, -EPIPE, 0);
-                return true;
-        }
-        if (fault_fire(d, FAULT_RESUME_STATUS_TIMEOUT, now_usec,
-                       "GET_STATUS after resume left unanswered")) {
+        if (r == -ETIMEDOUT) {
                 /* As for our own devices: the transport holds the completion until the kernel unlinks. */
                 u->hold_usec = URB_HOLD_FOREVER;
                 urb_complete(u, 0, 0);
