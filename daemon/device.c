@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <systemd/sd-device.h>
 #include <systemd/sd-journal.h>
 
 #include "device.h"
@@ -35,11 +36,19 @@ static void copy_attr(const char *dir, const char *attr, char *buf, size_t size)
                 buf[0] = 0;
 }
 
-int device_new(struct udev_device *dev, Device **ret) {
+/* The directory a device sits in is its parent. */
+static bool parent_is_root_hub(const char *devpath) {
+        const char *last = strrchr(devpath, '/'), *p = last;
+
+        if (!last)
+                return false;
+        while (p > devpath && p[-1] != '/')
+                p--;
+        return p < last && strneq(p, "usb", 3);
+}
+
+int device_new(const char *syspath, const char *sysname, const char *devpath, Device **ret) {
         _cleanup_(device_freep) Device *d = NULL;
-        const char *syspath = udev_device_get_syspath(dev);
-        const char *sysname = udev_device_get_sysname(dev);
-        const char *devpath = udev_device_get_devpath(dev);
         char vid[8], pid[8];
 
         if (!syspath || !sysname || !devpath)
@@ -68,9 +77,7 @@ int device_new(struct udev_device *dev, Device **ret) {
                 v++;
                 size_t n = strcspn(v, "/");
                 snprintf(d->vhci, sizeof(d->vhci), "%.*s", (int) MIN(n, sizeof(d->vhci) - 1), v);
-                struct udev_device *parent = udev_device_get_parent(dev); /* owned by dev */
-                const char *pn = parent ? udev_device_get_sysname(parent) : NULL;
-                d->vhci_root_port = pn && strneq(pn, "usb", 3);
+                d->vhci_root_port = parent_is_root_hub(devpath);
         }
         *ret = TAKE_PTR(d);
         return 0;
@@ -169,16 +176,79 @@ static struct udev_enumerate *children(struct udev *udev, struct udev_device *pa
         return e;
 }
 
-static const char *devtype_of(struct udev *udev, const char *syspath, struct udev_device **keep) {
-        *keep = udev_device_new_from_syspath(udev, syspath);
-        return *keep ? udev_device_get_devtype(*keep) : NULL;
+/* A USB device's subtree as one pass sees it: the interfaces, the SCSI devices below usb-storage and
+ * their disks. It is enumerated once and every node built once, because an enumeration per level
+ * (each node's path resolved and uevent read again, then once more to look at it) was most of the
+ * time a hotplug waited for after its last uevent. */
+#define SUBTREE_MAX_NODES 512
+
+typedef struct Subtree {
+        sd_device **nodes;
+        size_t n;
+} Subtree;
+
+static void subtree_done(Subtree *t) {
+        for (size_t i = 0; i < t->n; i++)
+                sd_device_unref(t->nodes[i]);
+        t->nodes = mfree(t->nodes);
+        t->n = 0;
+}
+
+static int subtree_load(Subtree *t, sd_device *dev) {
+        static const char *const subsystems[] = { "usb", "scsi", "scsi_disk", "block" };
+        _cleanup_(sd_device_enumerator_unrefp) sd_device_enumerator *e = NULL;
+        size_t allocated = 0;
+        int r;
+
+        r = sd_device_enumerator_new(&e);
+        if (r < 0)
+                return r;
+        /* As libudev's enumerator: a hotplug pass runs before udevd has processed the new nodes. */
+        r = sd_device_enumerator_allow_uninitialized(e);
+        if (r >= 0)
+                r = sd_device_enumerator_add_match_parent(e, dev);
+        for (size_t i = 0; r >= 0 && i < ELEMENTSOF(subsystems); i++)
+                r = sd_device_enumerator_add_match_subsystem(e, subsystems[i], true);
+        if (r < 0)
+                return r;
+        for (sd_device *c = sd_device_enumerator_get_device_first(e); c;
+             c = sd_device_enumerator_get_device_next(e)) {
+                if (t->n >= SUBTREE_MAX_NODES)
+                        break; /* no USB device has that many; the rest would only be more LUNs */
+                if (t->n == allocated) {
+                        size_t want = allocated ? allocated * 2 : 16;
+                        sd_device **n = reallocarray(t->nodes, want, sizeof(sd_device *));
+                        if (!n)
+                                return -ENOMEM;
+                        t->nodes = n;
+                        allocated = want;
+                }
+                t->nodes[t->n++] = sd_device_ref(c);
+        }
+        return 0;
+}
+
+static const char *node_get(sd_device *n, int (*get)(sd_device *, const char **)) {
+        const char *v = NULL;
+        return get(n, &v) >= 0 ? v : NULL;
+}
+
+static bool node_is(sd_device *n, const char *subsystem, const char *devtype) {
+        const char *ss = node_get(n, sd_device_get_subsystem);
+        const char *t = devtype ? node_get(n, sd_device_get_devtype) : NULL;
+        return ss && streq(ss, subsystem) && (!devtype || (t && streq(t, devtype)));
+}
+
+/* Whether node lies below the directory dir (not dir itself). */
+static bool node_below(sd_device *n, const char *dir) {
+        const char *p = node_get(n, sd_device_get_syspath);
+        size_t l = strlen(dir);
+        return p && strneq(p, dir, l) && p[l] == '/';
 }
 
 /* One LUN: delay, then control (TLP's order: never auto with a stale -1/0 delay), then its disk. */
-static int apply_lun(Apply *a, struct udev *udev, struct udev_device *sdev, const Decision *dec) {
-        const char *dir = udev_device_get_syspath(sdev);
-        _cleanup_(udev_enumerate_unrefp) struct udev_enumerate *e = NULL;
-        struct udev_list_entry *i;
+static int apply_lun(Apply *a, const Subtree *t, sd_device *sdev, const Decision *dec) {
+        const char *dir = node_get(sdev, sd_device_get_syspath);
         int r;
 
         if (runtime_error(dir))
@@ -191,20 +261,15 @@ static int apply_lun(Apply *a, struct udev *udev, struct udev_device *sdev, cons
         if (r < 0)
                 return refuse_write(a, r, dir, "power/control");
 
-        e = children(udev, sdev, NULL);
-        if (!e)
-                return -ENOMEM;
-        udev_list_entry_foreach(i, udev_enumerate_get_list_entry(e)) {
-                _cleanup_(udev_device_unrefp) struct udev_device *c =
-                        udev_device_new_from_syspath(udev, udev_list_entry_get_name(i));
-                const char *ss = c ? udev_device_get_subsystem(c) : NULL;
-                const char *cdir = c ? udev_device_get_syspath(c) : NULL;
+        for (size_t i = 0; i < t->n; i++) {
+                sd_device *c = t->nodes[i];
+                const char *cdir = node_get(c, sd_device_get_syspath);
                 char events[64];
                 int poll;
 
-                if (!ss)
+                if (!node_below(c, dir))
                         continue;
-                if (streq(ss, "block") && dec->media_poll == MEDIA_POLL_OFF &&
+                if (node_is(c, "block", NULL) && dec->media_poll == MEDIA_POLL_OFF &&
                     sysfs_read(cdir, "events", events, sizeof(events)) >= 0 && events[0] &&
                     sysfs_read_int(cdir, "events_poll_msecs", &poll) >= 0 && poll != 0) {
                         /* The disk reports media events and gets polled (-1: the global default):
@@ -213,7 +278,7 @@ static int apply_lun(Apply *a, struct udev *udev, struct udev_device *sdev, cons
                         if (r < 0 && r != -ENOENT)
                                 return refuse_write(a, r, cdir, "events_poll_msecs");
                 }
-                if (streq(ss, "scsi_disk") && dec->disk_runtime_start_stop != TRISTATE_UNSET) {
+                if (node_is(c, "scsi_disk", NULL) && dec->disk_runtime_start_stop != TRISTATE_UNSET) {
                         /* Split from manage_start_stop in 6.6 / 6.1.57; older kernels cannot do it. */
                         r = write_attr(a->d, cdir, "manage_runtime_start_stop",
                                        dec->disk_runtime_start_stop == TRISTATE_YES ? "1" : "0");
@@ -231,31 +296,28 @@ static int apply_lun(Apply *a, struct udev *udev, struct udev_device *sdev, cons
 }
 
 /* usb-storage interface: every scsi_device below it. 0 LUNs yet = still scanning (delay_use). */
-static int apply_storage(Apply *a, struct udev *udev, struct udev_device *intf, const Decision *dec) {
-        _cleanup_(udev_enumerate_unrefp) struct udev_enumerate *e = children(udev, intf, "scsi");
-        struct udev_list_entry *i;
+static int apply_storage(Apply *a, const Subtree *t, sd_device *intf, const Decision *dec) {
+        const char *idir = node_get(intf, sd_device_get_syspath);
         unsigned n = 0;
         int r;
 
-        if (!e)
-                return -ENOMEM;
-        udev_list_entry_foreach(i, udev_enumerate_get_list_entry(e)) {
-                _cleanup_(udev_device_unrefp) struct udev_device *s = NULL;
-                const char *t = devtype_of(udev, udev_list_entry_get_name(i), &s);
-                if (!t || !streq(t, "scsi_device"))
+        for (size_t i = 0; i < t->n; i++) {
+                sd_device *s = t->nodes[i];
+
+                if (!node_below(s, idir) || !node_is(s, "scsi", "scsi_device"))
                         continue;
                 /* sd (or sr) must have bound: it sets up the delay and block runtime PM at probe. */
-                if (!udev_device_get_driver(s))
+                if (!node_get(s, sd_device_get_driver))
                         return set_outcome(a, DEVICE_PENDING, "waiting for a driver on SCSI device %s",
-                                           udev_device_get_sysname(s));
-                r = apply_lun(a, udev, s, dec);
+                                           node_get(s, sd_device_get_sysname));
+                r = apply_lun(a, t, s, dec);
                 if (r < 0 || a->state != DEVICE_AUTOSUSPEND)
                         return r;
                 n++;
         }
         if (n == 0)
                 return set_outcome(a, DEVICE_PENDING, "waiting for the SCSI devices of %s",
-                                   udev_device_get_sysname(intf));
+                                   short_name(idir));
         return 0;
 }
 
@@ -264,20 +326,18 @@ static void facts_free_drivers(DeviceFacts *f) {
                 free((char *) f->interface_driver[i]);
 }
 
-static int do_apply(Apply *a, struct udev *udev, const Policy *p, PowerSource power,
-                    const char *vhci_holder) {
+static int do_apply(Apply *a, const Policy *p, PowerSource power, const char *vhci_holder) {
         Device *d = a->d;
-        _cleanup_(udev_device_unrefp) struct udev_device *dev = NULL;
-        _cleanup_(udev_enumerate_unrefp) struct udev_enumerate *e = NULL;
-        struct udev_list_entry *i;
+        _cleanup_(sd_device_unrefp) sd_device *dev = NULL;
+        _cleanup_(subtree_done) Subtree tree = {};
         DeviceFacts f = { .sysname = d->sysname, .devpath = d->devpath, .device_class = -1, .power = power };
-        char buf[128], intf_names[POLICY_MAX_INTERFACES][64], storage[8][4096];
+        char buf[128];
+        sd_device *storage[8];
         unsigned n_storage = 0;
         int n_cfg_interfaces, r;
         Decision dec;
 
-        dev = udev_device_new_from_syspath(udev, d->syspath);
-        if (!dev || access(d->syspath, F_OK) < 0)
+        if (sd_device_new_from_syspath(&dev, d->syspath) < 0 || access(d->syspath, F_OK) < 0)
                 return set_outcome(a, DEVICE_GONE, "device vanished");
 
         /* bDeviceClass is hex ("09", "e0"). */
@@ -291,7 +351,7 @@ static int do_apply(Apply *a, struct udev *udev, const Policy *p, PowerSource po
         if (d->vhci[0] && n_cfg_interfaces == 0)
                 return set_outcome(a, DEVICE_IGNORED,
                                    "vhci device without interfaces (an emulator carrier): never touched");
-        if (!udev_device_get_driver(dev))
+        if (!node_get(dev, sd_device_get_driver))
                 return set_outcome(a, DEVICE_PENDING, "waiting for the usb driver to bind");
 
         /* Before the policy: a quarantined device stays on whatever the rules say, until released. */
@@ -308,42 +368,38 @@ static int do_apply(Apply *a, struct udev *udev, const Policy *p, PowerSource po
         if (d->yielded)
                 return set_outcome(a, DEVICE_EXCLUDED, "%s", d->yield_reason);
 
-        e = children(udev, dev, "usb");
-        if (!e)
-                return -ENOMEM;
-        udev_list_entry_foreach(i, udev_enumerate_get_list_entry(e)) {
-                _cleanup_(udev_device_unrefp) struct udev_device *c = NULL;
-                const char *t = devtype_of(udev, udev_list_entry_get_name(i), &c);
-                const char *cdir, *drv;
+        r = subtree_load(&tree, dev);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < tree.n; i++) {
+                sd_device *c = tree.nodes[i];
+                const char *cdir, *drv, *cname;
                 int sa;
 
-                if (!t || !streq(t, "usb_interface") || f.n_interfaces >= POLICY_MAX_INTERFACES)
+                if (!node_is(c, "usb", "usb_interface") || f.n_interfaces >= POLICY_MAX_INTERFACES)
                         continue;
-                cdir = udev_device_get_syspath(c);
-                drv = udev_device_get_driver(c);
+                cdir = node_get(c, sd_device_get_syspath);
+                cname = node_get(c, sd_device_get_sysname);
+                drv = node_get(c, sd_device_get_driver);
                 if (sysfs_read(cdir, "bInterfaceClass", buf, sizeof(buf)) >= 0)
                         f.interface_class[f.n_interfaces] = (int) strtol(buf, NULL, 16);
                 else
                         f.interface_class[f.n_interfaces] = -1;
                 f.interface_driver[f.n_interfaces] = drv ? strdup(drv) : NULL;
-                snprintf(intf_names[f.n_interfaces], sizeof(intf_names[0]), "%s",
-                         udev_device_get_sysname(c));
                 f.n_interfaces++;
                 if (drv && streq(drv, "uas")) {
-                        set_outcome(a, DEVICE_REFUSED,
-                                    "interface %s is driven by uas, which cannot autosuspend",
-                                    udev_device_get_sysname(c));
+                        set_outcome(a, DEVICE_REFUSED, "interface %s is driven by uas, which cannot autosuspend",
+                                    cname);
                         goto decide;
                 }
                 /* 1 = the bound driver supports autosuspend, or none is bound (the ABI text is inverted). */
                 if (sysfs_read_int(cdir, "supports_autosuspend", &sa) >= 0 && sa == 0) {
-                        set_outcome(a, DEVICE_REFUSED,
-                                    "interface %s: driver %s does not support autosuspend",
-                                    udev_device_get_sysname(c), drv ?: "(none)");
+                        set_outcome(a, DEVICE_REFUSED, "interface %s: driver %s does not support autosuspend",
+                                    cname, drv ?: "(none)");
                         goto decide;
                 }
                 if (drv && streq(drv, "usb-storage") && n_storage < ELEMENTSOF(storage))
-                        snprintf(storage[n_storage++], sizeof(storage[0]), "%s", cdir);
+                        storage[n_storage++] = c;
         }
         if ((int) f.n_interfaces < n_cfg_interfaces) {
                 set_outcome(a, DEVICE_PENDING, "waiting for interfaces (%u of %d)", f.n_interfaces,
@@ -357,8 +413,10 @@ decide:
         f.serial = d->serial[0] ? d->serial : NULL;
         f.vhci = d->vhci[0] != 0;
         f.removable = sysfs_read(d->syspath, "removable", buf, sizeof(buf)) >= 0 && streq(buf, "removable");
-        f.id_autosuspend = udev_device_get_property_value(dev, "ID_AUTOSUSPEND");
-        f.id_persist = udev_device_get_property_value(dev, "ID_PERSIST");
+        if (sd_device_get_property_value(dev, "ID_AUTOSUSPEND", &f.id_autosuspend) < 0)
+                f.id_autosuspend = NULL;
+        if (sd_device_get_property_value(dev, "ID_PERSIST", &f.id_persist) < 0)
+                f.id_persist = NULL;
         policy_decide(p, &f, &dec);
         facts_free_drivers(&f);
         dec.delay_ms = device_effective_delay(d, dec.delay_ms);
@@ -390,12 +448,7 @@ decide:
 
         a->state = DEVICE_AUTOSUSPEND;
         for (unsigned s = 0; s < n_storage; s++) {
-                _cleanup_(udev_device_unrefp) struct udev_device *intf =
-                        udev_device_new_from_syspath(udev, storage[s]);
-                if (!intf)
-                        return set_outcome(a, DEVICE_REFUSED, "interface %s vanished",
-                                           short_name(storage[s]));
-                r = apply_storage(a, udev, intf, &dec);
+                r = apply_storage(a, &tree, storage[s], &dec);
                 if (r < 0 || a->state != DEVICE_AUTOSUSPEND)
                         return r;
         }
@@ -421,12 +474,12 @@ decide:
         return set_outcome(a, DEVICE_AUTOSUSPEND, "%s", dec.reason);
 }
 
-int device_apply(Device *d, struct udev *udev, const Policy *p, PowerSource power, const char *vhci_holder) {
+int device_apply(Device *d, const Policy *p, PowerSource power, const char *vhci_holder) {
         Apply a = { .d = d, .state = DEVICE_PENDING };
         int old_delay = d->delay_ms, old_disk_delay = d->disk_delay_ms;
         int r;
 
-        r = do_apply(&a, udev, p, power, vhci_holder);
+        r = do_apply(&a, p, power, vhci_holder);
         if (r < 0)
                 return r;
         if (a.state == DEVICE_AUTOSUSPEND)
@@ -862,10 +915,13 @@ static int drift_attr(Device *d, const char *dir, const char *attr, const char *
                 return 0;
         if (mode == DRIFT_YIELD && !d->yielded) {
                 d->yielded = true;
-                snprintf(d->yield_reason, sizeof(d->yield_reason),
-                         "yielded to another writer, who set %s/%s=%s (drift=yield; drowsectl release %s "
-                         "takes it back)",
-                         short_name(dir), attr, cur, d->sysname);
+                int n = snprintf(d->yield_reason, sizeof(d->yield_reason),
+                                 "yielded to another writer, who set %s/%s=%s (drift=yield; drowsectl release "
+                                 "%s takes it back)",
+                                 short_name(dir), attr, cur, d->sysname);
+                /* Only a very long sysfs name gets here; the decision stands, its text is cut. */
+                if (n >= (int) sizeof(d->yield_reason))
+                        log_debug("%s: yield reason cut to %zu bytes", d->devpath, sizeof(d->yield_reason) - 1);
         }
         device_log_decision(d, mode == DRIFT_YIELD ? "drift-yield" : "drift-reapply",
                             "%s/%s was %s, now %s: changed by another writer; %s", short_name(dir), attr, owned,

@@ -70,14 +70,14 @@ typedef struct Device {
         int owned_disk_delay_ms;
 } Device;
 
-int device_new(struct udev_device *dev, Device **ret);
+int device_new(const char *syspath, const char *sysname, const char *devpath, Device **ret);
 Device *device_free(Device *d);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Device *, device_free);
 
 /* Reads the device's subtree, decides with P (on POWER), and writes what the decision needs. vhci_holder
  * names another root-port device of the same vhci_hcd that already autosuspends (NULL if none). Logs the
  * decision at info when it changes. Returns 0, or a negative errno for failures of drowsed itself. */
-int device_apply(Device *d, struct udev *udev, const Policy *p, PowerSource power, const char *vhci_holder);
+int device_apply(Device *d, const Policy *p, PowerSource power, const char *vhci_holder);
 
 /* The effective delays: the policy's times the backoff the device earned. */
 int device_effective_delay(const Device *d, int delay_ms);

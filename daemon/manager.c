@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <systemd/sd-daemon.h>
+#include <systemd/sd-device.h>
 
 #include "bus.h"
 #include "config.h"
@@ -189,6 +190,23 @@ static Device *find_syspath(Manager *m, const char *syspath) {
         for (size_t i = 0; i < m->n_devices; i++)
                 if (streq(m->devices[i]->syspath, syspath))
                         return m->devices[i];
+        return NULL;
+}
+
+/* The tracked USB device one of whose interfaces holds syspath. A uevent from a known device's
+ * subtree then needs no walk up its parents, each of which libudev would build from sysfs again;
+ * a USB device behind a hub hangs below the hub itself, never below an interface, so the interface
+ * in the path pins the owner. */
+static Device *find_interface_owner(Manager *m, const char *syspath) {
+        if (!syspath)
+                return NULL;
+        for (size_t i = 0; i < m->n_devices; i++) {
+                const Device *d = m->devices[i];
+                size_t l = strlen(d->syspath), n = strlen(d->sysname);
+                if (strneq(syspath, d->syspath, l) && syspath[l] == '/' &&
+                    strneq(syspath + l + 1, d->sysname, n) && syspath[l + 1 + n] == ':')
+                        return m->devices[i];
+        }
         return NULL;
 }
 
@@ -710,19 +728,16 @@ uint64_t manager_sample_interval(Manager *m) {
         return m->sample_armed ? m->sample_interval_usec : 0;
 }
 
-/* Root hubs are the HCD's business. */
-static bool is_root_hub(struct udev_device *dev) {
-        const char *s = udev_device_get_sysname(dev);
-        return s && strneq(s, "usb", 3);
-}
-
-static int track(Manager *m, struct udev_device *usbdev) {
+/* Starts tracking a USB device, or marks it for the next pass if it is tracked already. A coldplug
+ * from an empty table skips the lookup: the enumeration names each device once, and a linear search
+ * per device would make a big tree's coldplug quadratic. */
+static int track(Manager *m, const char *syspath, const char *sysname, const char *devpath, bool lookup) {
         Device *d;
         int r;
 
-        if (is_root_hub(usbdev))
+        if (!sysname || strneq(sysname, "usb", 3)) /* root hubs: the kernel's business */
                 return 0;
-        d = find_syspath(m, udev_device_get_syspath(usbdev));
+        d = lookup ? find_syspath(m, syspath) : NULL;
         if (d) {
                 d->dirty = true;
                 return 0;
@@ -731,13 +746,18 @@ static int track(Manager *m, struct udev_device *usbdev) {
         if (!n)
                 return log_oom();
         m->devices = n;
-        r = device_new(usbdev, &d);
+        r = device_new(syspath, sysname, devpath, &d);
         if (r < 0)
-                return log_warning_errno(r, "Cannot track %s: %m", udev_device_get_syspath(usbdev));
+                return log_warning_errno(r, "Cannot track %s: %m", syspath);
         m->devices[m->n_devices++] = d;
         log_debug("Tracking %s (%s)", d->devpath, d->id);
         attach_record(m, d);
         return 0;
+}
+
+static int track_udev(Manager *m, struct udev_device *usbdev) {
+        return track(m, udev_device_get_syspath(usbdev), udev_device_get_sysname(usbdev),
+                     udev_device_get_devpath(usbdev), true);
 }
 
 static void untrack(Manager *m, const char *syspath) {
@@ -806,7 +826,7 @@ static int manager_apply_dirty(Manager *m) {
                         else if (!d->drift_checked)
                                 (void) device_check_drift(d, m->policy.protect.drift);
                         d->tree_changed = d->drift_checked = false;
-                        r = device_apply(d, m->udev, &m->policy, m->power, vhci_holder(m, d));
+                        r = device_apply(d, &m->policy, m->power, vhci_holder(m, d));
                         if (r < 0)
                                 log_warning_errno(r, "%s: cannot apply policy: %m", d->devpath);
                         d->dirty = false;
@@ -870,37 +890,38 @@ PowerSource manager_power(Manager *m) {
 }
 
 int manager_coldplug(Manager *m) {
-        struct udev_enumerate *e = udev_enumerate_new(m->udev);
-        struct udev_list_entry *i;
+        _cleanup_(sd_device_enumerator_unrefp) sd_device_enumerator *e = NULL;
+        bool lookup = m->n_devices > 0;
         int r;
 
-        if (!e)
-                return -ENOMEM;
-        r = udev_enumerate_add_match_subsystem(e, "usb");
+        /* sd-device rather than libudev: its enumerator hands out the devices it built, where
+         * libudev's only names them and each would be built from sysfs a second time. */
+        r = sd_device_enumerator_new(&e);
         if (r >= 0)
-                r = udev_enumerate_add_match_property(e, "DEVTYPE", "usb_device");
+                r = sd_device_enumerator_allow_uninitialized(e);
         if (r >= 0)
-                r = udev_enumerate_scan_devices(e);
-        if (r < 0) {
-                udev_enumerate_unref(e);
+                r = sd_device_enumerator_add_match_subsystem(e, "usb", true);
+        if (r >= 0)
+                r = sd_device_enumerator_add_match_property(e, "DEVTYPE", "usb_device");
+        if (r < 0)
                 return log_error_errno(r, "Cannot enumerate USB devices: %m");
-        }
         load_records(m);
         m->power = _POWER_SOURCE_INVALID;
         (void) update_power(m);
         if (m->power < 0)
                 m->power = POWER_AC;
-        udev_list_entry_foreach(i, udev_enumerate_get_list_entry(e)) {
-                struct udev_device *dev = udev_device_new_from_syspath(m->udev, udev_list_entry_get_name(i));
-                if (!dev)
+        for (sd_device *dev = sd_device_enumerator_get_device_first(e); dev;
+             dev = sd_device_enumerator_get_device_next(e)) {
+                const char *syspath = NULL, *sysname = NULL, *devpath = NULL;
+                if (sd_device_get_syspath(dev, &syspath) < 0 || sd_device_get_sysname(dev, &sysname) < 0 ||
+                    sd_device_get_devpath(dev, &devpath) < 0)
                         continue;
-                (void) track(m, dev);
-                udev_device_unref(dev);
+                (void) track(m, syspath, sysname, devpath, lookup);
         }
-        udev_enumerate_unref(e);
+        e = sd_device_enumerator_unref(e);
         log_info("Coldplug: %zu USB devices", m->n_devices);
         r = manager_apply_dirty(m);
-        /* The pass built and dropped libudev objects for every node of the tree: on a big tree that
+        /* The pass built and dropped sd-device objects for every node of the tree: on a big tree that
          * is megabytes of freed heap the daemon would otherwise keep resident for its whole life. */
         (void) malloc_trim(0);
         return r;
@@ -932,23 +953,27 @@ static void handle_uevent(Manager *m, struct udev_device *dev) {
                 return;
         /* Anything in a USB device's subtree (an interface binding, a LUN appearing, a disk's driver
          * binding) re-evaluates that device: apply is idempotent and writes only what differs. */
-        if (streq(ss, "usb") && type && streq(type, "usb_device"))
-                usbdev = dev;
-        else
-                usbdev = udev_device_get_parent_with_subsystem_devtype(dev, "usb", "usb_device");
-        if (!usbdev)
-                return;
-        if (streq(action, "remove") && !find_syspath(m, udev_device_get_syspath(usbdev)))
-                return;
-        if (track(m, usbdev) >= 0) {
-                Device *d = find_syspath(m, udev_device_get_syspath(usbdev));
-                if (d) {
-                        d->sample_soon = true;
-                        if (!streq(action, "change"))
-                                d->tree_changed = true;
-                }
-                (void) manager_schedule(m);
+        Device *d = find_interface_owner(m, udev_device_get_syspath(dev));
+        if (!d) {
+                if (streq(ss, "usb") && type && streq(type, "usb_device"))
+                        usbdev = dev;
+                else
+                        usbdev = udev_device_get_parent_with_subsystem_devtype(dev, "usb", "usb_device");
+                if (!usbdev)
+                        return;
+                if (streq(action, "remove") && !find_syspath(m, udev_device_get_syspath(usbdev)))
+                        return;
+                if (track_udev(m, usbdev) < 0)
+                        return;
+                d = find_syspath(m, udev_device_get_syspath(usbdev));
         }
+        if (d) {
+                d->dirty = true;
+                d->sample_soon = true;
+                if (!streq(action, "change"))
+                        d->tree_changed = true;
+        }
+        (void) manager_schedule(m);
 }
 
 static int on_monitor(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
