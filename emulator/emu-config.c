@@ -219,8 +219,9 @@ static bool name_taken(const EmuConfig *c, const char *name) {
 static DiskConfig *new_disk(EmuConfig *c, const char **ret_error) {
         DiskConfig *d;
 
+        assert_cc(EMU_CONFIG_MAX_DISKS == 256); /* the message below names it */
         if (c->n_disks >= EMU_CONFIG_MAX_DISKS) {
-                *ret_error = "too many disks";
+                *ret_error = "too many disks: at most 256";
                 return NULL;
         }
         d = &c->disks[c->n_disks];

@@ -8,7 +8,7 @@
 /* What drowse-emu is asked to emulate, from --disk options and a topology file. Parsing only: no
  * file is opened here except the configuration file itself. */
 
-#define EMU_CONFIG_MAX_DISKS 64
+#define EMU_CONFIG_MAX_DISKS 256 /* all 240 root ports of 8 vhci_hcd controllers, and more behind hubs */
 #define EMU_CONFIG_MAX_LUNS 16   /* Bulk-Only Transport allows 16 LUNs per device */
 
 typedef struct DiskConfig {

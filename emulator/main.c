@@ -286,8 +286,13 @@ static int place(Server *server, UsbDevice *d, const char *hub, unsigned port) {
         }
         r = server_add_device(server, d, &e);
         if (r < 0) {
+                if (r == -E2BIG)
+                        log_error("Cannot export %s: one emulator exports at most %d devices", d->name,
+                                  SERVER_MAX_EXPORTS);
+                else
+                        log_error_errno(r, "Cannot export %s: %m", d->name);
                 usb_device_free(d);
-                return log_error_errno(r, "Cannot export %s: %m", d->name);
+                return r;
         }
         log_info("%s: exported as %s", d->name, e->busid);
         return 0;

@@ -35,7 +35,7 @@ static inline UsbDevice *export_target(const Export *e) {
         return e->zombie && !e->child_active ? e->zombie : e->device;
 }
 
-#define SERVER_MAX_EXPORTS 128
+#define SERVER_MAX_EXPORTS 512 /* disks (256) with the hubs' carriers, keyboards, passthroughs */
 #define SERVER_DEFAULT_MAX_CONNECTIONS 256
 #define SERVER_MAX_CONNECTIONS 4096 /* each is an fd and up to CONNECTION_MAX_URB_BYTES of buffers */
 

@@ -119,6 +119,9 @@ int tree_add_child(Server *s, Export *hub, unsigned port, UsbDevice *child, Expo
                 return log_oom();
 
         r = server_add_device(s, child, &e);
+        if (r == -E2BIG)
+                return log_error_errno(r, "Cannot export %s: one emulator exports at most %d devices",
+                                       child->name, SERVER_MAX_EXPORTS);
         if (r < 0)
                 return log_error_errno(r, "Cannot export %s: %m", child->name);
         e->zombie = TAKE_PTR(zombie);

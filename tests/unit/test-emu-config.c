@@ -67,6 +67,16 @@ static void test_disk_spec(void) {
         ASSERT_ERR(emu_config_add_disk_spec(&c, "/x,serial=a\tb", &error), EINVAL);
         ASSERT_EQ(c.n_disks, 2);
 
+        /* Enough to fill every root port of 8 vhci_hcd controllers (240 on Debian), and no more. */
+        while (c.n_disks < EMU_CONFIG_MAX_DISKS) {
+                char img[64];
+                snprintf(img, sizeof(img), "/tmp/fleet%zu.img", c.n_disks);
+                ASSERT_OK(emu_config_add_disk_spec(&c, img, &error));
+        }
+        ASSERT_ERR(emu_config_add_disk_spec(&c, "/tmp/one-too-many.img", &error), EINVAL);
+        ASSERT_STREQ(error, "too many disks: at most 256");
+        ASSERT_EQ(c.n_disks, 256);
+
         emu_config_done(&c);
 }
 
