@@ -57,10 +57,12 @@ usable_disks() {
         done
         echo "$n"
 }
-wait_disks() { # N TIMEOUT_S: until exactly N usable sd disks exist; sets t_found (us)
+wait_disks() { # N TIMEOUT_S [PID]: until exactly N usable sd disks exist; sets t_found (us)
         local deadline=$((EPOCHSECONDS + $2))
         until (($(usable_disks) == $1)); do
                 ((EPOCHSECONDS < deadline)) || return 1
+                # The emulator that should bring them exited (a refused configuration, a crash).
+                [[ -z ${3:-} ]] || kill -0 "$3" 2>/dev/null || return 1
                 nap 0.02
         done
         t_found=$(now_us)
@@ -94,7 +96,7 @@ pid_super=$!
 "$emu" --disk "/tmp/emu-high.img,size=${size_mb}M,serial=BENCHHS1,speed=high" --attach --no-listen \
         --vhci-controller 1 >>"$out/emu-high.log" 2>&1 &
 pid_high=$!
-wait_disks 2 120 || vm_fail "the two emulated disks did not appear"
+wait_disks 2 120 || vm_fail "the two emulated disks did not appear: $(tail -n 3 "$out"/emu-{super,high}.log)"
 declare -A dev=([emu-super]=$(vm_disk_of_serial BENCHSS1) [emu-high]=$(vm_disk_of_serial BENCHHS1) [brd]=ram0)
 declare -A pid=([emu-super]=$pid_super [emu-high]=$pid_high [brd]=)
 targets=(emu-super emu-high brd)
@@ -154,7 +156,8 @@ for n in $fleet_sizes; do
         t0=$(now_us)
         "$emu" "${args[@]}" --attach --no-listen >"$out/emu-fleet-$n.log" 2>&1 &
         p=$!
-        wait_disks "$n" 900 || vm_fail "fleet of $n: only $(usable_disks) disks after 900 s"
+        wait_disks "$n" 900 "$p" ||
+                vm_fail "fleet of $n: only $(usable_disks) disks usable; emulator: $(tail -n 3 "$out/emu-fleet-$n.log")"
         nap 2 # the partition scans and the emulator's last replies settle
         printf '%d\t%d.%03d\t%s\t%s\t%s\t%s\t%s\n' "$n" $(((t_found - t0) / 1000)) $(((t_found - t0) % 1000)) \
                 "$(status_kb "$p" VmRSS)" "$(status_kb "$p" VmHWM)" "$(status_kb "$p" RssAnon)" \
@@ -178,6 +181,7 @@ for ((i = 1; i <= tcp_devices; i++)); do
 done
 "$emu" "${args[@]}" --listen "127.0.0.1:$tcp_port" >"$out/emu-tcp.log" 2>&1 &
 pid_tcp=$!
+kill -0 "$pid_tcp" || vm_fail "the TCP emulator exited: $(tail -n 3 "$out/emu-tcp.log")"
 vm_wait_for 30 usbip --tcp-port "$tcp_port" list -r 127.0.0.1
 mapfile -t busids < <(usbip --tcp-port "$tcp_port" list -r 127.0.0.1 2>/dev/null |
         sed -n 's/^[[:space:]]*\([0-9][0-9]*-[0-9.][0-9.]*\): .*/\1/p')
