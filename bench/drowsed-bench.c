@@ -19,8 +19,8 @@
  *   drowsed-bench idle --drowsed PATH --mode off|on|watchdog [--seconds S] [--windows W]
  *     The real drowsed with 4 devices, idle: context switches (voluntary + involuntary, all threads)
  *     counted over W windows of S seconds. off: nothing autosuspends (no sampling timer); on: the
- *     disk autosuspends (adaptive sampling); watchdog: as off, with WATCHDOG_USEC=30 s as the shipped
- *     unit's WatchdogSec=30s sets it. */
+ *     disk autosuspends (adaptive sampling); watchdog: as off, with WATCHDOG_USEC=5 min as the
+ *     shipped unit's WatchdogSec=5min sets it. */
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -361,7 +361,7 @@ static pid_t spawn_drowsed(const char *drowsed, const char *log_path, bool watch
                 if (watchdog) {
                         snprintf(wpid, sizeof(wpid), "%d", (int) getpid());
                         setenv("WATCHDOG_PID", wpid, 1);
-                        setenv("WATCHDOG_USEC", "30000000", 1);
+                        setenv("WATCHDOG_USEC", "300000000", 1); /* WatchdogSec=5min */
                 }
                 execl(drowsed, drowsed, "--config", conf_path, "--control", "", "--state-dir", "", "--no-bus",
                       NULL);
