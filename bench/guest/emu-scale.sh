@@ -128,6 +128,12 @@ run_fio() { # TARGET REP RUNTIME
         g1=$(guest_busy)
         [[ -z $p ]] || e1=$(cpu_ticks "$p")
         printf '%s\t%d\t%d\t%d\n' "$1" "$2" $((e1 - e0)) $((g1 - g0)) >>"$out/cpu.tsv"
+        # 4 KiB random reads at qd1 and qd32 as in the anchor's boot, outside the CPU-per-GiB count.
+        fio --output-format=json --output="$out/fio/$1-$2-rand.json" --filename="$d" --direct=1 \
+                --time_based --runtime="$3" --size="${size_mb}M" --randrepeat=0 --norandommap \
+                --name=randread-qd1 --rw=randread --bs=4k --ioengine=psync --iodepth=1 \
+                --name=randread-qd32 --stonewall --rw=randread --bs=4k --ioengine=libaio --iodepth=32 \
+                >/dev/null 2>"$out/fio/$1-$2-rand.err" || vm_fail "fio on $1 ($d) failed: $(<"$out/fio/$1-$2-rand.err")"
 }
 vm_log "== sequential I/O: warm-up, then $reps repetitions of ${runtime} s per job, interleaved"
 for t in "${targets[@]}"; do run_fio "$t" 0 1; done
@@ -139,6 +145,25 @@ stop_emu "$pid_super"
 stop_emu "$pid_high"
 vm_wait_for 60 no_disks
 rm -f /tmp/emu-super.img /tmp/emu-high.img
+
+# ---- attach: one disk at high speed and at SuperSpeed, from the emulator's start to usable ----
+
+printf 'speed\trep\tattach_ms\n' >"$out/attach.tsv"
+for ((r = 1; r <= reps; r++)); do
+        for speed in high super; do
+                t0=$(now_us)
+                "$emu" --disk "/tmp/fleet/a.img,size=1M,serial=ATTACH1,speed=$speed" --attach --no-listen \
+                        >>"$out/emu-attach.log" 2>&1 &
+                p=$!
+                wait_disks 1 120 "$p" || vm_fail "attach at $speed: no disk; $(tail -n 3 "$out/emu-attach.log")"
+                printf '%s\t%d\t%d.%03d\n' "$speed" "$r" $(((t_found - t0) / 1000)) $(((t_found - t0) % 1000)) \
+                        >>"$out/attach.tsv"
+                stop_emu "$p"
+                vm_wait_for 60 no_disks
+                nap 0.5
+        done
+done
+rm -f /tmp/fleet/a.img
 
 # ---- fleets: N disks in one emulator, local attach; time until all are usable, then RSS ----
 
